@@ -1,0 +1,172 @@
+"""LR finders under test: ours (``lightning_lrsweep``), Lightning's ``Tuner.lr_find`` and ``torch-lr-finder``.
+
+Each finder runs ONE range test on a fresh model (init and data order fixed by the seed) over the same LR window
+and step count, and returns every suggestion it can make from that single sweep::
+
+    {"suggestions": {"<method>": lr_or_None, ...}, "lrs": [...], "losses": [...], "sweep_s": float, "error": str|None}
+
+An exception inside a finder is caught and recorded (all its suggestions are then None = failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import make_trainer, seed_all
+from benchmarks.tasks import Task
+
+OUR_METHODS = ("valley", "steepest", "minimum", "sma_slope")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    num_steps: int = 100
+
+
+def _clean(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def _lists(lrs: Any, losses: Any) -> tuple[list[float], list[float]]:
+    return [float(x) for x in np.asarray(lrs, dtype=float)], [float(x) for x in np.asarray(losses, dtype=float)]
+
+
+# --------------------------------------------------------------------------- Lightning
+
+
+def lightning_lr_find(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    from lightning.pytorch.tuner import Tuner
+
+    seed_all(seed)
+    model = task.model(cfg.min_lr, seed)
+    trainer = make_trainer(task, task.budget)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):  # its tqdm bar ignores enable_progress_bar=False
+        finder = Tuner(trainer).lr_find(
+            model,
+            train_dataloaders=task.train_loader(seed),
+            min_lr=cfg.min_lr,
+            max_lr=cfg.max_lr,
+            num_training=cfg.num_steps,
+            update_attr=False,
+        )
+    sweep_s = time.perf_counter() - t0
+    lrs, losses = _lists(finder.results["lr"], finder.results["loss"])
+    return {"suggestions": {"lightning": _clean(finder.suggestion())}, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
+
+
+# --------------------------------------------------------------------------- torch-lr-finder
+
+
+def torch_lr_finder(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torch_lr_finder import LRFinder
+
+    seed_all(seed)
+    model = task.model(cfg.min_lr, seed)
+    optimizer = task.make_optimizer(model.parameters(), cfg.min_lr)
+    sink = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        finder = LRFinder(model, optimizer, model.criterion, device="cpu")
+        finder.range_test(task.train_loader(seed), end_lr=cfg.max_lr, num_iter=cfg.num_steps)
+        sweep_s = time.perf_counter() - t0
+        fig, ax = plt.subplots()
+        try:
+            _, lr = finder.plot(ax=ax, suggest_lr=True)  # its only suggestion: steepest gradient, skip 10 / 5
+        except RuntimeError:  # too few points before it stopped
+            lr = None
+        finally:
+            plt.close(fig)
+    lrs, losses = _lists(finder.history["lr"], finder.history["loss"])
+    return {"suggestions": {"torch_lr_finder": _clean(lr)}, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def ours_available() -> bool:
+    try:
+        from lightning_lrsweep import LRSweepTuner  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ours_fingerprint() -> str:
+    """Hash of the installed package's source, so cached sweeps are redone when the core changes."""
+    import lightning_lrsweep
+
+    h = hashlib.sha1()
+    for p in sorted(Path(lightning_lrsweep.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    from lightning_lrsweep import LRSweepTuner
+
+    seed_all(seed)
+    model = task.model(cfg.min_lr, seed)
+    trainer = make_trainer(task, task.budget)
+    t0 = time.perf_counter()
+    result = LRSweepTuner(trainer).sweep(
+        model, train_dataloaders=task.train_loader(seed), min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_steps=cfg.num_steps
+    )
+    sweep_s = time.perf_counter() - t0
+    suggestions = {}
+    for m in OUR_METHODS:  # every method from the SAME sweep
+        try:
+            suggestions[f"ours_{m}"] = _clean(result.suggestion(m))
+        except Exception:  # noqa: BLE001 - a method that raises counts as a failure of that method only
+            suggestions[f"ours_{m}"] = None
+    lrs, losses = _lists(result.lrs, result.smoothed_losses)
+    return {"suggestions": suggestions, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
+
+
+# --------------------------------------------------------------------------- registry
+
+FINDERS: dict[str, tuple[Callable[[Task, int, SweepConfig], dict[str, Any]], tuple[str, ...]]] = {
+    "ours": (ours, tuple(f"ours_{m}" for m in OUR_METHODS)),
+    "lightning": (lightning_lr_find, ("lightning",)),
+    "torch_lr_finder": (torch_lr_finder, ("torch_lr_finder",)),
+}
+
+
+def available_finders() -> list[str]:
+    return [name for name in FINDERS if name != "ours" or ours_available()]
+
+
+def run_finder(name: str, task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    """Run finder ``name``; an exception becomes ``error`` with every suggestion None."""
+    fn, methods = FINDERS[name]
+    try:
+        out = fn(task, seed, cfg)
+        out["error"] = None
+    except Exception as e:  # noqa: BLE001
+        out = {
+            "suggestions": {m: None for m in methods},
+            "lrs": [],
+            "losses": [],
+            "sweep_s": float("nan"),
+            "error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}",
+        }
+    return out
