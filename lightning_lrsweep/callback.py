@@ -1,0 +1,261 @@
+"""LRSweep: *when* to run an LR range test during ``fit``, and applying what it finds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from typing_extensions import override
+
+from lightning_lrsweep.apply import LR_ATTR_NAMES, apply_lr, base_lrs, find_lr_attr, get_lr_attr, reference_group
+from lightning_lrsweep.config import SweepConfig, check_suggestion
+from lightning_lrsweep.result import SuggestionRule, SweepResult
+from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
+from lightning_lrsweep.schedule import retune_window
+from lightning_lrsweep.suggest import stability_edge
+from lightning_lrsweep.sweep import only_optimizer, run_sweep
+
+RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One sweep of a run: where it ran, what it measured, and what became of the LR.
+
+    Attributes:
+        kind: ``"fit_start"`` or ``"retune"``.
+        epoch: the epoch at whose start the sweep ran.
+        global_step: the optimizer steps trained before it.
+        result: the curve and its suggestions.
+        previous_lr: the reference group's LR before the sweep.
+        suggested_lr: what the rule asked for, before any bound (``None`` when it had no answer).
+        applied_lr: the LR training continued with (``None`` when nothing was applied).
+        reason: why the LR was applied, clamped or kept.
+    """
+
+    kind: Literal["fit_start", "retune"]
+    epoch: int
+    global_step: int
+    result: SweepResult
+    previous_lr: float
+    suggested_lr: float | None
+    applied_lr: float | None
+    reason: str
+
+
+class LRSweep(Callback):
+    r"""Find the learning rate with an LR range test at fit start, and re-tune it as training goes on.
+
+    At ``on_fit_start`` the callback trains briefly while raising the LR every optimizer step, records
+    the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
+    schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
+    every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
+
+    Args:
+        min_lr: first LR of the fit-start sweep.
+        max_lr: last LR of the fit-start sweep; also caps re-tune sweeps.
+        num_steps: optimizer steps of the fit-start sweep, at most.
+        mode: ``"exponential"`` or ``"linear"`` LR increase.
+        early_stop_threshold: stop a sweep once the smoothed loss exceeds ``threshold × best``; ``None``
+            never stops early (NaN/Inf always stops).
+        smoothing: EMA factor of the recorded loss (bias-corrected from the first step).
+        suggestion: how the fit-start LR is picked: ``"valley"``, ``"steepest"``, ``"minimum"``,
+            ``"sma_slope"``, or a callable ``(SweepResult) -> float | None``.
+        every_n_epochs: re-tune at the start of every n-th epoch (``None``: never).
+        milestones: also re-tune at the start of these epochs.
+        attr_name: the module's LR attribute; by default ``lr`` or ``learning_rate`` on the module or
+            its ``hparams``.
+        update_attr: write the LR into that attribute (the optimizer is updated in any case).
+        retune_suggestion: how a re-tune moves the LR: ``"edge"`` (the default for named fit-start
+            rules; see :mod:`lightning_lrsweep.retune`), a method name, or a callable. When
+            ``suggestion`` is a callable and this is ``None``, the callable serves re-tunes too.
+        retune_window: a re-tune sweeps from ``current / window`` to ``current × window``.
+        retune_num_steps: optimizer steps of a re-tune sweep, at most.
+        max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
+        sweep_at_fit_start: run the fit-start sweep.
+        snapshot_device: keep the restore copy beside the model (``None``) or in CPU memory (``"cpu"``).
+
+    Raises:
+        ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
+            (raised before any training step: no LR attribute, not exactly one optimizer).
+
+    Example:
+        >>> from lightning.pytorch import Trainer
+        >>> trainer = Trainer(callbacks=[LRSweep(every_n_epochs=5)])  # doctest: +SKIP
+        >>> trainer.fit(model, datamodule=dm)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_steps: int = 100,
+        mode: str = "exponential",
+        early_stop_threshold: float | None = 4.0,
+        smoothing: float = 0.98,
+        suggestion: SuggestionRule = "valley",
+        every_n_epochs: int | None = None,
+        milestones: Sequence[int] = (),
+        attr_name: str | None = None,
+        update_attr: bool = True,
+        retune_suggestion: RetuneRule | None = None,
+        retune_window: float = 30.0,
+        retune_num_steps: int = 40,
+        max_change: float = 2.0,
+        sweep_at_fit_start: bool = True,
+        snapshot_device: str | None = None,
+    ) -> None:
+        self.config = SweepConfig(
+            min_lr=min_lr,
+            max_lr=max_lr,
+            num_steps=num_steps,
+            mode=mode,
+            early_stop_threshold=early_stop_threshold,
+            smoothing=smoothing,
+            suggestion=suggestion,
+            snapshot_device=snapshot_device,
+        )
+        if every_n_epochs is not None and (
+            isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
+        ):
+            raise ValueError(f"`every_n_epochs` must be an int >= 1 or None, got {every_n_epochs!r}.")
+        bad = [m for m in milestones if isinstance(m, bool) or not isinstance(m, int) or m < 0]
+        if bad:
+            raise ValueError(f"`milestones` must be epoch numbers >= 0, got {list(milestones)!r}.")
+        if retune_suggestion is None:
+            retune_suggestion = suggestion if callable(suggestion) else "edge"
+        if retune_suggestion != "edge":
+            check_suggestion("retune_suggestion", retune_suggestion)
+        if not retune_window > 1:
+            raise ValueError(f"`retune_window` must be > 1, got {retune_window!r}.")
+        if not max_change >= 1:
+            raise ValueError(f"`max_change` must be >= 1 (1 never moves the LR), got {max_change!r}.")
+        self.retune_config = replace(self.config, num_steps=retune_num_steps)  # validates retune_num_steps
+        self.every_n_epochs = every_n_epochs
+        self.milestones = sorted(set(milestones))
+        self.attr_name = attr_name
+        self.update_attr = update_attr
+        self.retune_suggestion: RetuneRule = retune_suggestion
+        self.retune_window = retune_window
+        self.max_change = max_change
+        self.sweep_at_fit_start = sweep_at_fit_start
+        self.history: list[SweepRecord] = []
+        self._attr: str | None = None
+        self._distance: float | None = None
+        self._enabled = True
+
+    # -- when ----------------------------------------------------------------------------------
+
+    def should_retune(self, epoch: int) -> bool:
+        """Whether a re-tune runs at the start of ``epoch`` (never at epoch 0: the fit-start sweep covers it)."""
+        if epoch == 0:
+            return False
+        periodic = self.every_n_epochs is not None and epoch % self.every_n_epochs == 0
+        return periodic or epoch in self.milestones
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._enabled = not trainer.fast_dev_run
+        if not self._enabled:
+            rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
+            return
+        self._attr = find_lr_attr(pl_module, self.attr_name)
+        if self._attr is None and self.update_attr:
+            raise ValueError(
+                f"LRSweep could not find the LR attribute of {type(pl_module).__name__}: none of "
+                f"{list(LR_ATTR_NAMES)} is set on the module or its hparams. Store the LR as `self.lr` (or "
+                "`self.hparams.lr`) and build the optimizer from it, pass `attr_name=`, or pass `update_attr=False`."
+            )
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._enabled:
+            return
+        only_optimizer(trainer)  # refuse several optimizers before any step
+        if self.sweep_at_fit_start:
+            self._fit_start_sweep(trainer, pl_module)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._enabled and self.should_retune(trainer.current_epoch):
+            self._retune(trainer, pl_module)
+
+    # -- what ----------------------------------------------------------------------------------
+
+    def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizer = only_optimizer(trainer)
+        previous = self._attr_lr(pl_module, optimizer)
+        result = run_sweep(trainer, self.config)
+        outcome = result.suggest()
+        edge = stability_edge(result.curve, result.diverged)
+        self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
+        if outcome.lr is None:
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}).")
+            reason = f"no suggestion: {outcome.reason}"
+        else:
+            self._apply(trainer, pl_module, previous, outcome.lr)
+            reason = "fit-start suggestion applied"
+        applied = outcome.lr
+        self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
+
+    def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        optimizer = only_optimizer(trainer)
+        current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
+        low, high = retune_window(current, self.retune_window, self.config.max_lr)
+        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high))
+        decision = self._decide(result, current)
+        if decision.clamped:
+            rank_zero_warn(
+                f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.3g}, "
+                f"clamped to {decision.lr:.3g} (at most {self.max_change:g}x per re-tune, `max_change`)."
+            )
+        if decision.lr != current:
+            self._apply(trainer, pl_module, current, decision.lr)
+        self._record(trainer, "retune", result, current, decision.target, decision.lr, decision.reason)
+
+    def _decide(self, result: SweepResult, current: float) -> RetuneDecision:
+        if self.retune_suggestion == "edge":
+            distance = self._distance if self._distance is not None else edge_distance(None, None)
+            return edge_retune(result.curve, current, distance, self.max_change, diverged=result.diverged)
+        outcome = result.suggest(self.retune_suggestion)
+        if outcome.lr is None:
+            return RetuneDecision(current, None, f"no suggestion ({outcome.reason}); kept")
+        lr, clamped = bound_change(outcome.lr, current, self.max_change)
+        return RetuneDecision(lr, outcome.lr, "re-tune suggestion applied", clamped)
+
+    def _attr_lr(self, pl_module: pl.LightningModule, optimizer: Any) -> float:
+        """The LR as the user set it: the LR attribute, else the reference group's base LR."""
+        if self._attr is not None:
+            return get_lr_attr(pl_module, self._attr)
+        return base_lrs(optimizer)[reference_group(optimizer)]
+
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+        attr = self._attr if self.update_attr else None
+        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr)
+
+    def _record(
+        self,
+        trainer: pl.Trainer,
+        kind: Literal["fit_start", "retune"],
+        result: SweepResult,
+        previous: float,
+        suggested: float | None,
+        applied: float | None,
+        reason: str,
+    ) -> None:
+        epoch, step = trainer.current_epoch, trainer.global_step
+        record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
+        self.history.append(record)
+        shown = f"{applied:.3g}" if applied is not None else "unchanged"
+        rank_zero_info(
+            f"LRSweep {kind} sweep at epoch {record.epoch}: {len(result.lrs)} steps, stopped by {result.stop_reason}; "
+            f"LR {previous:.3g} -> {shown} ({reason})."
+        )

@@ -1,0 +1,64 @@
+"""Sweep settings and their validation, shared by the callback and the tuner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightning_lrsweep.result import SuggestionRule
+from lightning_lrsweep.schedule import MODES
+from lightning_lrsweep.suggest import METHODS
+
+MIN_STEPS = 5
+
+
+def check_suggestion(name: str, value: object) -> None:
+    """A suggestion rule is a known method name or a callable."""
+    if not (callable(value) or value in METHODS):
+        raise ValueError(f"`{name}` must be one of {sorted(METHODS)} or a callable, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How one sweep runs. Invalid values raise ``ValueError`` naming the argument, the value and the fix.
+
+    Args:
+        min_lr: first LR of the sweep (> 0).
+        max_lr: last LR of the sweep (> ``min_lr``).
+        num_steps: optimizer steps at most (>= 5).
+        mode: ``"exponential"`` (multiply the LR each step) or ``"linear"`` (add to it).
+        early_stop_threshold: stop once the smoothed loss exceeds ``threshold × best``; ``None`` never stops
+            early (a NaN/Inf loss always stops the sweep).
+        smoothing: EMA factor of the loss in ``[0, 1)``; 0 turns smoothing off.
+        suggestion: the rule that picks the LR: a method name or a callable ``(SweepResult) -> float | None``.
+        snapshot_device: where the restore copy is kept: ``None`` (beside the model) or ``"cpu"``.
+    """
+
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    num_steps: int = 100
+    mode: str = "exponential"
+    early_stop_threshold: float | None = 4.0
+    smoothing: float = 0.98
+    suggestion: SuggestionRule = "valley"
+    snapshot_device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.min_lr > 0:
+            raise ValueError(f"`min_lr` must be > 0, got {self.min_lr!r}.")
+        if not self.max_lr > self.min_lr:
+            raise ValueError(
+                f"`max_lr` must be greater than `min_lr`, got min_lr={self.min_lr!r}, max_lr={self.max_lr!r}."
+            )
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < MIN_STEPS:
+            raise ValueError(f"`num_steps` must be an int >= {MIN_STEPS}, got {self.num_steps!r}.")
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}.")
+        if self.early_stop_threshold is not None and not self.early_stop_threshold > 1:
+            raise ValueError(
+                f"`early_stop_threshold` must be > 1 or None (never stop early), got {self.early_stop_threshold!r}."
+            )
+        if not 0 <= self.smoothing < 1:
+            raise ValueError(f"`smoothing` must be in [0, 1), got {self.smoothing!r}.")
+        check_suggestion("suggestion", self.suggestion)
+        if self.snapshot_device not in (None, "cpu"):
+            raise ValueError(f"`snapshot_device` must be None or 'cpu', got {self.snapshot_device!r}.")

@@ -1,0 +1,161 @@
+"""Suggestion rules: pure numpy functions that turn a sweep curve into an LR.
+
+Every rule works in log-LR space and returns a :class:`Suggestion`: the LR, or ``None`` with the reason
+the curve gave no usable answer. Nothing here knows about Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from lightning_lrsweep.smoothing import centered_mean, trailing_mean
+
+MIN_POINTS = 5
+"""Fewer finite points than this and no rule answers."""
+
+
+class Curve(NamedTuple):
+    """One sweep's measurements: LR per step, raw loss, and the smoothed loss the rules read."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+
+
+class Suggestion(NamedTuple):
+    """An LR, or ``None`` and why not."""
+
+    lr: float | None
+    reason: str = ""
+
+
+def finite_prefix(curve: Curve) -> Curve:
+    """Keep the points before the first non-finite loss (a sweep stops there)."""
+    lrs, losses, smoothed = (np.asarray(a, dtype=float) for a in curve)
+    ok = np.isfinite(losses) & np.isfinite(smoothed) & np.isfinite(lrs) & (lrs > 0)
+    end = len(ok) if ok.all() else int(np.argmin(ok))
+    return Curve(lrs[:end], losses[:end], smoothed[:end])
+
+
+def unusable_reason(curve: Curve) -> str | None:
+    """Why a curve cannot give a suggestion, or ``None`` when it can."""
+    n = len(curve.lrs)
+    if n < MIN_POINTS:
+        return f"only {n} finite points (need at least {MIN_POINTS})"
+    spread = float(np.max(curve.smoothed) - np.min(curve.smoothed))
+    if spread <= 1e-8 * max(1.0, float(np.abs(curve.smoothed).mean())):
+        return "the loss is flat over the whole sweep"
+    if int(np.argmin(curve.smoothed)) == 0:
+        return "the loss never falls below its first value"
+    return None
+
+
+def valley(curve: Curve) -> float:
+    """fast.ai's ``valley``: the longest decreasing run of the smoothed loss, a point part-way down it.
+
+    The run is the longest strictly decreasing subsequence; the LR is taken at the middle of its
+    index span, which fast.ai computes as ``start + len/3 + len/6``.
+    """
+    losses = curve.smoothed
+    n = len(losses)
+    length = np.ones(n, dtype=int)
+    start = np.arange(n)
+    for i in range(1, n):
+        earlier = np.nonzero(losses[:i] > losses[i])[0]
+        if len(earlier):
+            best = earlier[np.argmax(length[earlier])]
+            length[i] = length[best] + 1
+            start[i] = start[best]
+    end = int(np.argmax(length))
+    first = int(start[end])
+    third = (end - first) / 3
+    return float(curve.lrs[first + int(third) + int(third / 2)])
+
+
+def steepest(curve: Curve) -> float:
+    """The LR where the smoothed loss falls fastest against log10(LR)."""
+    slope = np.gradient(curve.smoothed, np.log10(curve.lrs))
+    lowest = int(np.argmin(curve.smoothed))
+    return float(curve.lrs[int(np.argmin(slope[: lowest + 1]))])
+
+
+def minimum(curve: Curve) -> float:
+    """The LR of the lowest smoothed loss, divided by 10 (a safe distance below the blow-up)."""
+    return float(curve.lrs[int(np.argmin(curve.smoothed))] / 10.0)
+
+
+def sma_slope(curve: Curve, window: int | None = None) -> float:
+    """Minimum of the simple moving average of the raw loss's rate of change per step."""
+    return float(curve.lrs[int(np.argmin(rate_of_change(curve.losses, window)))])
+
+
+def default_window(num_points: int) -> int:
+    """SMA window for the rate-of-change curve: a tenth of the curve, at least 3 points."""
+    return max(3, num_points // 10)
+
+
+def rate_of_change(losses: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Loss change per step, smoothed by a trailing simple moving average (0 at the first step)."""
+    losses = np.asarray(losses, dtype=float)
+    diff = np.diff(losses, prepend=losses[:1]) if len(losses) else losses
+    return trailing_mean(diff, window or default_window(len(losses)))
+
+
+METHODS: dict[str, Callable[[Curve], float]] = {
+    "valley": valley,
+    "steepest": steepest,
+    "minimum": minimum,
+    "sma_slope": sma_slope,
+}
+
+
+def suggest(curve: Curve, method: str) -> Suggestion:
+    """Apply the named rule to the finite part of ``curve``; ``None`` with a reason when unusable."""
+    if method not in METHODS:
+        raise ValueError(f"`suggestion` must be one of {sorted(METHODS)} or a callable, got {method!r}.")
+    usable = finite_prefix(curve)
+    reason = unusable_reason(usable)
+    if reason is not None:
+        return Suggestion(None, reason)
+    return Suggestion(METHODS[method](usable))
+
+
+class Edge(NamedTuple):
+    """Where the loss stops falling: the LR of the lowest zero-lag-smoothed loss."""
+
+    lr: float
+    censored: bool
+    """True when the loss was still falling at the sweep's last point (the edge lies above it)."""
+
+
+def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
+    """Locate the stability edge on the smoothed curve; ``None`` if the curve is too short.
+
+    Args:
+        curve: the sweep's curve.
+        diverged: whether the sweep stopped on a blow-up; if not, a minimum at the last points is censored.
+    """
+    usable = finite_prefix(curve)
+    if len(usable.lrs) < MIN_POINTS:
+        return None
+    lowest = int(np.argmin(usable.smoothed))
+    censored = not diverged and lowest >= len(usable.lrs) - 2
+    return Edge(float(usable.lrs[lowest]), censored)
+
+
+def zero_lag_window(num_points: int) -> int:
+    """Width of the centred smoother the rules read: about a twelfth of the curve, odd, at least 3."""
+    return max(3, num_points // 12) | 1
+
+
+def zero_lag_curve(lrs: np.ndarray, losses: np.ndarray) -> Curve:
+    """The finite part of a sweep, smoothed by a centred moving average.
+
+    An EMA lags: on an exponential sweep it drags every feature of the curve towards higher LRs. A
+    centred average has no lag, so the rules read the curve where it really is.
+    """
+    raw = finite_prefix(Curve(np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float), np.asarray(losses)))
+    return Curve(raw.lrs, raw.losses, centered_mean(raw.losses, zero_lag_window(len(raw.losses))))

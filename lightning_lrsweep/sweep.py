@@ -1,0 +1,293 @@
+"""The engine: one LR range test as a short private training loop on a live trainer.
+
+It draws batches from a fresh iterator over the trainer's train loader, steps through the strategy
+(so DDP wrappers, precision plugins and gradient clipping apply unchanged), averages the loss over
+ranks, and restores every piece of training state afterwards, also when a step raises. The fit loop's
+counters, the other callbacks, the loggers and the logged metrics never see a sweep step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import CombinedLoader
+from torch.optim import Optimizer
+
+from lightning_lrsweep.apply import group_weights, set_sweep_lr
+from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.result import SweepResult
+from lightning_lrsweep.schedule import lr_schedule
+from lightning_lrsweep.snapshot import Snapshot
+
+MAX_EMPTY_STEPS = 10
+"""Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
+
+
+class SweepStepError(RuntimeError):
+    """Another rank raised during a sweep step; this rank stopped with it instead of hanging."""
+
+
+def only_optimizer(trainer: pl.Trainer) -> Optimizer:
+    """The trainer's single optimizer.
+
+    Raises:
+        ValueError: the module configured no optimizer, or more than one.
+    """
+    optimizers = trainer.optimizers
+    if len(optimizers) != 1:
+        raise ValueError(
+            f"LRSweep sweeps exactly one optimizer, but `configure_optimizers` returned {len(optimizers)}. "
+            "Return a single optimizer (param groups with different LRs are fine)."
+        )
+    return optimizers[0]
+
+
+def train_data(trainer: pl.Trainer) -> Any:
+    """The user's train loader(s), building them first when called before the fit loop did (at fit start)."""
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
+    if trainer.train_dataloader is None:
+        raise ValueError("LRSweep needs training data, but the trainer has no train dataloader.")
+    return trainer.train_dataloader
+
+
+def batch_stream(iterables: Any) -> Iterator[Any]:
+    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends."""
+    while True:
+        empty = True
+        for batch, _, _ in CombinedLoader(iterables, "max_size_cycle"):
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("LRSweep needs training data, but the train dataloader yielded no batch.")
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    return None
+
+
+@contextmanager
+def _shadow(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """Set an instance attribute for the duration of the block, then put back what was there."""
+    missing = object()
+    previous = obj.__dict__.get(name, missing)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        if previous is missing:
+            delattr(obj, name)
+        else:
+            setattr(obj, name, previous)
+
+
+@contextmanager
+def isolated(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Iterator[None]:
+    """Keep sweep steps out of sight of other callbacks, loggers, logged metrics and loop counters.
+
+    Other callbacks' ``on_before_backward``/``on_after_backward``/``on_before_optimizer_step`` hooks
+    would fire from the strategy's backward and step; ``self.log`` would feed epoch aggregates (and
+    raises at fit start); manual optimization would count sweep steps as training steps. Gradient
+    clipping and the module's own hooks still run: they shape the curve.
+    """
+    with ExitStack() as stack:
+        stack.enter_context(_shadow(trainer, "callbacks", []))
+        stack.enter_context(_shadow(pl_module, "log", _ignore))
+        stack.enter_context(_shadow(pl_module, "log_dict", _ignore))
+        for lightning_optimizer in getattr(trainer.strategy, "_lightning_optimizers", []):
+            stack.enter_context(_shadow(lightning_optimizer, "_on_before_step", _ignore))
+            stack.enter_context(_shadow(lightning_optimizer, "_on_after_step", _ignore))
+        stack.enter_context(torch.enable_grad())
+        yield
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        return output.get("loss")
+    return None
+
+
+class _Recorder:
+    """Records (LR, loss) pairs, smooths online with a bias-corrected EMA, and decides when to stop."""
+
+    def __init__(self, smoothing: float, threshold: float | None) -> None:
+        self.beta, self.threshold = smoothing, threshold
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self._avg = 0.0
+        self._best = math.inf
+
+    def add(self, lr: float, loss: float) -> str | None:
+        """Record one step; return the stop reason, if the sweep should stop here."""
+        self._avg = self.beta * self._avg + (1 - self.beta) * loss
+        smoothed = self._avg / (1 - self.beta ** (len(self.losses) + 1)) if self.beta > 0 else loss
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self.smoothed.append(smoothed)
+        if not math.isfinite(loss):
+            return "non_finite"
+        self._best = min(self._best, smoothed)
+        limit = self._best + (self.threshold - 1) * abs(self._best) if self.threshold is not None else math.inf
+        if len(self.losses) > 1 and smoothed > limit:
+            return "diverged"
+        return None
+
+
+class _StepRunner:
+    """Runs one sweep step (one optimizer step, with gradient accumulation) and returns the rank-mean loss."""
+
+    def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
+        self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
+        self.accumulate = max(1, int(trainer.accumulate_grad_batches))
+        self.batch_idx = 0
+        self.step_calls = 0
+
+    @contextmanager
+    def counting_steps(self) -> Iterator[None]:
+        """Count ``optimizer.step()`` calls, to catch a manual ``training_step`` that never steps."""
+        handle = self.optimizer.register_step_post_hook(self._count_step)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _count_step(self, *_: Any) -> None:
+        self.step_calls += 1
+
+    def _forward(self) -> tuple[torch.Tensor, float]:
+        """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
+
+        One all-reduce of three numbers per micro-batch carries the loss, whether each rank has one, and
+        whether any rank raised, so a failure or a NaN on one rank stops all of them together.
+        """
+        world = self.strategy.world_size
+        for _ in range(MAX_EMPTY_STEPS):
+            batch = self.strategy.batch_to_device(next(self.batches), dataloader_idx=0)
+            error: Exception | None = None
+            loss = None
+            try:
+                loss = _loss_of(self.strategy.training_step(batch, self.batch_idx))
+            except Exception as exc:  # re-raised below, once the other ranks know
+                error = exc
+            self.batch_idx += 1
+            value = float(loss.detach().float().mean()) if loss is not None else 0.0
+            stats = torch.tensor([float(error is not None), float(loss is not None), value], dtype=torch.float64)
+            failed, with_loss, total = self.strategy.reduce(
+                stats.to(self.strategy.root_device), reduce_op="sum"
+            ).tolist()
+            if error is not None:
+                raise error
+            if failed:
+                raise SweepStepError("another rank raised during an LR sweep step; see that rank's traceback")
+            if with_loss == world:
+                assert loss is not None
+                return loss, total / world
+        raise ValueError(
+            f"`training_step` returned no loss for {MAX_EMPTY_STEPS} batches in a row during the LR sweep; "
+            "return the loss tensor (or a dict with a 'loss' key)."
+        )
+
+    def automatic(self) -> float:
+        """Forward and backward each micro-batch, then one optimizer step; a NaN skips the step on all ranks."""
+        self.optimizer.zero_grad()
+        total = 0.0
+        for micro in range(self.accumulate):
+            loss, mean = self._forward()
+            total += mean / self.accumulate
+            if not math.isfinite(mean):
+                return mean
+            last = micro == self.accumulate - 1
+            block_sync = getattr(self.strategy, "block_backward_sync", nullcontext)
+            with nullcontext() if last else block_sync():
+                self.strategy.backward(loss / self.accumulate, self.optimizer)
+        final = loss.detach()
+        self.strategy.optimizer_step(self.optimizer, closure=lambda: final)
+        return total
+
+    def manual(self) -> float:
+        """``training_step`` does its own backward and step; record the loss it returns."""
+        before = self.step_calls
+        _, mean = self._forward()
+        if self.step_calls == before:
+            raise ValueError(
+                "With manual optimization, LRSweep needs `training_step` to step the optimizer from "
+                "`self.optimizers()` and return the loss; this one did not call `.step()`."
+            )
+        return mean
+
+
+def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
+    """Run one LR range test on the trainer's live model and optimizer; leave no trace.
+
+    The LR swept is that of the reference param group (largest base LR); the other groups follow at
+    their original ratio. Everything the steps mutate is restored before this returns or raises.
+
+    Raises:
+        ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
+    """
+    pl_module = trainer.lightning_module
+    optimizer = only_optimizer(trainer)
+    data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
+    schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    snapshot = Snapshot(pl_module, [optimizer], schedulers, scaler, data, device=config.snapshot_device)
+    started = time.perf_counter()
+    try:
+        with isolated(trainer, pl_module):
+            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config)
+    finally:
+        snapshot.restore()
+        del snapshot
+    return SweepResult(
+        lrs=recorder.lrs,  # type: ignore[arg-type]
+        losses=recorder.losses,  # type: ignore[arg-type]
+        smoothed_losses=recorder.smoothed,  # type: ignore[arg-type]
+        method=config.suggestion,
+        stop_reason=stop_reason,
+        min_lr=config.min_lr,
+        max_lr=config.max_lr,
+        num_steps=config.num_steps,
+        mode=config.mode,
+        epoch=trainer.current_epoch,
+        global_step=trainer.global_step,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig) -> tuple[_Recorder, str]:
+    """Step through the LR schedule until it ends or the loss diverges."""
+    weights = group_weights(optimizer)
+    runner = _StepRunner(trainer, optimizer, batch_stream(data))
+    step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
+    recorder = _Recorder(config.smoothing, config.early_stop_threshold)
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode)
+    k, skipped = 0, 0
+    with runner.counting_steps():
+        while k < len(lrs):
+            lr = float(lrs[k])
+            set_sweep_lr(optimizer, lr, weights)
+            scale = scaler.get_scale() if scaler is not None else None
+            try:
+                loss = step()
+            except BaseException as exc:
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g})")
+                raise
+            if scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
+                skipped += 1  # the grad scaler skipped the optimizer step: same LR again
+                continue
+            stop_reason = recorder.add(lr, loss)
+            if stop_reason is not None:
+                return recorder, stop_reason
+            k += 1
+    return recorder, "num_steps"

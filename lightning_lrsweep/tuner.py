@@ -1,0 +1,77 @@
+"""LRSweepTuner: one LR range test on demand, outside training (like Lightning's ``Tuner.lr_find``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import _TunerExitException
+from typing_extensions import override
+
+from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.result import SweepResult
+from lightning_lrsweep.sweep import run_sweep
+
+
+class _SweepOnce(Callback):
+    """Runs one sweep at fit start, keeps the result, and ends the fit before any training step."""
+
+    def __init__(self, config: SweepConfig) -> None:
+        self.config = config
+        self.result: SweepResult | None = None
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result = run_sweep(trainer, self.config)
+        raise _TunerExitException()
+
+
+class LRSweepTuner:
+    """Run one LR range test on a model and return the curve, without training it.
+
+    The model, optimizer and RNG states are left exactly as they were; the suggestion is not applied.
+
+    Args:
+        trainer: the trainer whose strategy, precision and accumulation settings the sweep uses.
+
+    Example:
+        >>> result = LRSweepTuner(Trainer(accelerator="cpu")).sweep(model, datamodule=dm)  # doctest: +SKIP
+        >>> result.suggestion(), result.to_pandas().head()  # doctest: +SKIP
+    """
+
+    def __init__(self, trainer: pl.Trainer) -> None:
+        self.trainer = trainer
+
+    def sweep(
+        self,
+        model: pl.LightningModule,
+        train_dataloaders: Any = None,
+        datamodule: pl.LightningDataModule | None = None,
+        **sweep_args: Any,
+    ) -> SweepResult:
+        """Sweep the LR of ``model`` once on the given data and return the :class:`SweepResult`.
+
+        Args:
+            model: the module to sweep; its ``configure_optimizers`` provides the optimizer.
+            train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
+            datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
+            **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
+                ``smoothing``, ``suggestion``, ``snapshot_device`` (see :class:`~lightning_lrsweep.LRSweep`).
+
+        Raises:
+            TypeError: an unknown sweep argument.
+            ValueError: an argument out of range, or a model the sweep cannot run on.
+        """
+        config = SweepConfig(**sweep_args)
+        probe = _SweepOnce(config)
+        trainer = self.trainer
+        trainer.callbacks.append(probe)
+        try:
+            trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+        finally:
+            trainer.callbacks.remove(probe)
+            trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
+        if probe.result is None:
+            raise RuntimeError("The LR sweep did not run: the trainer ended `fit` before `on_fit_start`.")
+        return probe.result
