@@ -139,13 +139,67 @@ def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a method that raises counts as a failure of that method only
             suggestions[f"ours_{m}"] = None
     lrs, losses = _lists(result.lrs, result.smoothed_losses)
-    return {"suggestions": suggestions, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
+    raw = _lists(result.lrs, result.losses)[1]
+    return {"suggestions": suggestions, "lrs": lrs, "losses": losses, "raw_losses": raw, "sweep_s": sweep_s}
+
+
+# --------------------------------------------------------------------------- candidate rules (benchmark only)
+
+
+def fastai_valley(lrs: np.ndarray, raw: np.ndarray, smoothed: np.ndarray) -> float | None:
+    """fastai's ``valley`` as fastai applies it: on the EMA-smoothed loss, dropping the first n//10 and last 5 points.
+
+    The longest decreasing subsequence of the loss ends at ``end`` and has ``length`` points; fastai takes its start
+    as ``end - length`` (not the subsequence's first index) and returns the LR ``len/3 + len/6`` past that start.
+    """
+    n = len(lrs)
+    lo, hi = n // 10, n - 5
+    if hi - lo < 5:
+        return None
+    lr, loss = lrs[lo:hi], smoothed[lo:hi]
+    m = len(loss)
+    run = np.ones(m, dtype=int)
+    for i in range(1, m):
+        before = run[:i][loss[:i] > loss[i]]
+        if len(before):
+            run[i] = before.max() + 1
+    end = int(np.argmax(run))  # first index reaching the longest run, like fastai's strict "<" update
+    start = end - int(run[end])
+    third = (end - start) / 3
+    return float(lr[max(0, start + int(third) + int(third / 2))])
+
+
+def gmean_steepest_minimum(sw: dict[str, Any]) -> float | None:
+    """Geometric mean of our ``steepest`` and ``minimum`` suggestions (DESIGN.md: combining rules)."""
+    a, b = sw["suggestions"].get("ours_steepest"), sw["suggestions"].get("ours_minimum")
+    return None if a is None or b is None else float(np.sqrt(a * b))
+
+
+CANDIDATES: dict[str, Callable[[dict[str, Any]], float | None]] = {
+    "cand_fastai_valley": lambda sw: fastai_valley(
+        np.asarray(sw["lrs"]), np.asarray(sw["raw_losses"]), np.asarray(sw["losses"])
+    ),
+    "cand_gmean_steepest_minimum": gmean_steepest_minimum,
+}
+
+
+def add_candidates(sw: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark-only rules computed from a cached sweep of ours (no new sweep): added to ``sw['suggestions']``."""
+    if sw.get("error") or not sw.get("lrs"):
+        sw["suggestions"].update({name: None for name in CANDIDATES})
+        return sw
+    for name, rule in CANDIDATES.items():
+        try:
+            sw["suggestions"][name] = _clean(rule(sw))
+        except Exception:  # noqa: BLE001
+            sw["suggestions"][name] = None
+    return sw
 
 
 # --------------------------------------------------------------------------- registry
 
 FINDERS: dict[str, tuple[Callable[[Task, int, SweepConfig], dict[str, Any]], tuple[str, ...]]] = {
-    "ours": (ours, tuple(f"ours_{m}" for m in OUR_METHODS)),
+    "ours": (ours, tuple(f"ours_{m}" for m in OUR_METHODS) + tuple(CANDIDATES)),
     "lightning": (lightning_lr_find, ("lightning",)),
     "torch_lr_finder": (torch_lr_finder, ("torch_lr_finder",)),
 }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Config, RunCache, lr_key, train
-from benchmarks.peers import FINDERS, SweepConfig, available_finders, ours_fingerprint, run_finder
+from benchmarks.peers import FINDERS, SweepConfig, add_candidates, available_finders, ours_fingerprint, run_finder
 from benchmarks.tasks import Task
 
 
@@ -73,6 +73,8 @@ def sweep_cached(cache: RunCache, finder: str, task: Task, seed: int, cfg: Confi
     key = {"task": task.name, "finder": finder, "seed": seed, "sweep": scfg.__dict__}
     if finder == "ours":
         key["package"] = ours_fingerprint()
+        key["v"] = 2  # stores raw losses too
+        return add_candidates(cache.get("sweep", key, lambda: run_finder(finder, task, seed, scfg)))
     return cache.get("sweep", key, lambda: run_finder(finder, task, seed, scfg))
 
 

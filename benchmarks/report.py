@@ -19,6 +19,8 @@ METHOD_LABELS = {
     "ours_steepest": "ours: steepest",
     "ours_minimum": "ours: minimum",
     "ours_sma_slope": "ours: sma_slope",
+    "cand_fastai_valley": "candidate: fastai's valley (on our sweep)",
+    "cand_gmean_steepest_minimum": "candidate: √(steepest × minimum)",
     "lightning": "Lightning `lr_find().suggestion()`",
     "torch_lr_finder": "torch-lr-finder (steepest gradient)",
 }
@@ -204,7 +206,13 @@ def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) ->
         "Spread = log10(max/min) of the suggestions across seeds, in decades. "
         "A failure is a `None` suggestion or an exception.\n",
     ]
-    # summary
+    # summary; rank of each method's median regret within each task (1 = best), averaged over tasks
+    ranks: dict[str, list[float]] = {m: [] for m in methods}
+    for t in tasks:
+        regrets = {m: rec["summary"]["median_regret"] for m, rec in q["tasks"][t.name]["methods"].items() if m in ranks}
+        order = sorted(regrets, key=lambda m: (math.isnan(regrets[m]), regrets[m]))
+        for i, m in enumerate(order):
+            ranks[m].append(i + 1)
     rows = []
     for m in methods:
         row = [label(m)]
@@ -221,9 +229,16 @@ def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) ->
             row.append(f"{fmt_regret(t, s['median_regret'])} ({fmt_regret(t, s['worst_regret'])})")
         row.append(fmt(float(np.nanmax(spreads)) if spreads else float("nan"), 2))
         row.append(str(fails))
+        row.append(fmt(float(np.mean(ranks[m])), 1) if ranks[m] else "—")
         rows.append(row)
     parts.append("### Summary: median regret per task (worst seed in brackets)\n")
-    parts.append(table(["method"] + [f"`{t.name}`" for t in tasks] + ["max spread (dec)", "failures"], rows) + "\n")
+    parts.append(
+        "Mean rank: each method's median regret ranked among all rows within a task (1 = best), averaged over "
+        "tasks. Rows marked *candidate* are benchmark-only rules computed from the same sweep of ours; they are not "
+        "in the package.\n"
+    )
+    head = ["method"] + [f"`{t.name}`" for t in tasks] + ["max spread (dec)", "failures", "mean rank"]
+    parts.append(table(head, rows) + "\n")
     # per task
     for t in tasks:
         r = q["tasks"][t.name]
@@ -245,7 +260,7 @@ def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) ->
                 [
                     label(m),
                     fmt_lr(s["median_lr"]),
-                    fmt(ratio, 2, "×"),
+                    (f"{ratio:.2g}×" if math.isfinite(ratio) else "—"),
                     fmt(s["spread_decades"], 2),
                     fmt(s["median_metric"], 3 if not t.higher_is_better else 1),
                     fmt_regret(t, s["median_regret"]),

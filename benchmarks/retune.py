@@ -56,7 +56,7 @@ def run_variant(task: Task, variant: str, seed: int, lr: float, steps: int, k: i
         return _train(task, lr, seed, steps, schedule, None)
     from lightning_lrsweep import LRSweep
 
-    cb = LRSweep(every_n_epochs=k, suggestion=DEFAULT)
+    cb = LRSweep(every_n_epochs=k, suggestion=DEFAULT, min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_steps=cfg.sweep_steps)
     # the model's own lr is only a placeholder: the fit-start sweep overwrites it
     out = _train(task, lr, seed, steps, None, [cb])
     out["history"] = [
