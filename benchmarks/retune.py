@@ -113,6 +113,9 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             "runs": per,
             "seeds": list(cfg.seeds),
         }
+    from benchmarks import finetune
+
+    res["finetune"] = finetune.run(cache, cfg, DEFAULT, log=log)
     return res
 
 
@@ -227,4 +230,8 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
             path = fig_dir / f"retune_{name}.png"
             plot_lrs(task, r, path)
             parts.append(f"![{name} applied LR]({rel_fig}/{path.name})\n")
+    if res.get("finetune"):
+        from benchmarks import finetune
+
+        parts.append(finetune.render(res["finetune"]))
     return "\n".join(parts)

@@ -110,12 +110,16 @@ def spirals(n: int, seed: int, classes: int = 3, noise: float = 0.4) -> tuple[Te
     return x, y
 
 
-def signals(n: int, seed: int, length: int = 64, noise: float = 0.6) -> tuple[Tensor, Tensor]:
+def signals(
+    n: int, seed: int, length: int = 64, noise: float = 0.6, freqs: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """1-D waveforms (sine, square, sawtooth, triangle) of random frequency, phase and amplitude, plus noise."""
     g = _gen(seed)
     y = torch.randint(0, 4, (n,), generator=g)
     t = torch.linspace(0, 1, length).unsqueeze(0)
     freq = 2 + 4 * torch.rand(n, 1, generator=g)
+    if freqs is not None:
+        freq = freqs.reshape(n, 1)
     phase = torch.rand(n, 1, generator=g)
     amp = 0.5 + torch.rand(n, 1, generator=g)
     u = (freq * t + phase) % 1.0  # position within the period, 0..1
@@ -130,6 +134,14 @@ def signals(n: int, seed: int, length: int = 64, noise: float = 0.6) -> tuple[Te
     )  # n, 4, length
     x = waves[torch.arange(n), y] * amp + noise * torch.randn(n, length, generator=g)
     return x.unsqueeze(1), y
+
+
+def signals8(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The waveforms of :func:`signals` with 8 labels: waveform x (frequency above 4 cycles or not)."""
+    g = _gen(seed)
+    freq = 2 + 4 * torch.rand(n, generator=g)
+    x, wave = signals(n, seed + 1000, freqs=freq)
+    return x, wave * 2 + (freq > 4).long()
 
 
 def mixture(n: int, seed: int, dim: int = 32, classes: int = 8, modes: int = 3) -> tuple[Tensor, Tensor]:
@@ -184,7 +196,11 @@ def mlp(dims: list[int], dropout: float = 0.0, batchnorm: bool = False) -> nn.Se
 
 
 def cnn1d(classes: int = 4) -> nn.Sequential:
-    return nn.Sequential(
+    return nn.Sequential(*cnn1d_body(), nn.Linear(32, classes))
+
+
+def cnn1d_body() -> list[nn.Module]:
+    return [
         nn.Conv1d(1, 16, 7, padding=3),
         nn.BatchNorm1d(16),
         nn.ReLU(),
@@ -194,8 +210,7 @@ def cnn1d(classes: int = 4) -> nn.Sequential:
         nn.ReLU(),
         nn.AdaptiveAvgPool1d(1),
         nn.Flatten(),
-        nn.Linear(32, classes),
-    )
+    ]
 
 
 class TinyTransformer(nn.Module):
@@ -239,6 +254,7 @@ class Task:
     batch_size: int = 64
     epochs: int = 8
     tags: tuple[str, ...] = field(default_factory=tuple)
+    module_cls: type = TaskModule
 
     @property
     def loss(self) -> str:
@@ -271,7 +287,7 @@ class Task:
     def model(self, lr: float, seed: int, schedule: str | None = None, total_steps: int = 0) -> TaskModule:
         """A fresh model; its initial weights depend only on ``seed``."""
         torch.manual_seed(seed)
-        return TaskModule(lr, self.net_fn(), self.loss, self.make_optimizer, schedule, total_steps)
+        return self.module_cls(lr, self.net_fn(), self.loss, self.make_optimizer, schedule, total_steps)
 
     def train_loader(self, seed: int) -> DataLoader:
         """Shuffled train loader, order fixed by ``seed``; drops the last partial batch."""
