@@ -10,7 +10,7 @@ Variants, paired by seed (same head init and data order):
 * ``keep``    - ``LRSweep`` sweeps once at fit start (frozen body: it tunes the head) and keeps that LR
 * ``retune``  - the same plus ``milestones=[U]``: a re-tune at the unfreeze epoch, on the unfrozen model
   (``LRSweep`` is placed after ``BackboneFinetuning`` so it sees the new param group)
-* ``grid``    - no sweep: the best fixed head LR of a small log grid (2 seeds), same callbacks
+* ``grid``    - no sweep: the best fixed head LR of a small log grid (mean over the oracle seeds), same callbacks
 """
 
 from __future__ import annotations

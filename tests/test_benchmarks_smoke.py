@@ -31,6 +31,9 @@ def test_benchmark_quick_one_task(tmp_path):
     assert "Lightning `lr_find().suggestion()`" in readme
     assert "torch-lr-finder" in readme
     assert "## Sweep cost" in readme
+    assert "## Periodic re-tuning" in readme
+    assert "ours: minimum" in readme
+    assert "### Fine-tuning" in readme
     assert (out / "figures" / "quality_spiral_mlp_sgd.png").exists()
     results = json.loads((runs / "quick" / "results.json").read_text())
     q = results["quality"]["tasks"]["spiral_mlp_sgd"]
