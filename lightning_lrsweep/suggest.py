@@ -53,11 +53,16 @@ def unusable_reason(curve: Curve) -> str | None:
     return None
 
 
-def valley(curve: Curve) -> float:
-    """fast.ai's ``valley``: the longest decreasing run of the smoothed loss, a point part-way down it.
+VALLEY_DEPTH = 2 / 3
+"""How far down the valley's loss drop the ``valley`` rule picks its point."""
 
-    The run is the longest strictly decreasing subsequence; the LR is taken at the middle of its
-    index span, which fast.ai computes as ``start + len/3 + len/6``.
+
+def valley(curve: Curve) -> float:
+    """fast.ai's ``valley``: the longest decreasing run of the smoothed loss, a point 2/3 down it.
+
+    The run is the longest strictly decreasing subsequence. fast.ai takes the point half-way along
+    its *index* span, which drifts to tiny LRs whenever the run starts on a long, nearly flat head;
+    here the point is where the loss has made 2/3 of the run's total drop.
     """
     losses = curve.smoothed
     n = len(losses)
@@ -71,8 +76,9 @@ def valley(curve: Curve) -> float:
             start[i] = start[best]
     end = int(np.argmax(length))
     first = int(start[end])
-    third = (end - first) / 3
-    return float(curve.lrs[first + int(third) + int(third / 2)])
+    goal = losses[first] - VALLEY_DEPTH * (losses[first] - losses[end])
+    reached = first + int(np.argmax(losses[first : end + 1] <= goal))
+    return float(curve.lrs[reached])
 
 
 def steepest(curve: Curve) -> float:
@@ -88,8 +94,12 @@ def minimum(curve: Curve) -> float:
 
 
 def sma_slope(curve: Curve, window: int | None = None) -> float:
-    """Minimum of the simple moving average of the raw loss's rate of change per step."""
-    return float(curve.lrs[int(np.argmin(rate_of_change(curve.losses, window)))])
+    """Minimum of the simple moving average of the raw loss's rate of change per step.
+
+    Only points up to the lowest smoothed loss count: past it, the blow-up's noise has steep drops too.
+    """
+    lowest = int(np.argmin(curve.smoothed))
+    return float(curve.lrs[int(np.argmin(rate_of_change(curve.losses, window)[: lowest + 1]))])
 
 
 def default_window(num_points: int) -> int:
