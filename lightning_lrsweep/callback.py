@@ -162,7 +162,7 @@ class LRSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._enabled = not trainer.fast_dev_run
+        self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return

@@ -147,6 +147,7 @@ class _StepRunner:
 
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
+        self.world_size = trainer.world_size
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
         self.batch_idx = 0
         self.step_calls = 0
@@ -169,7 +170,7 @@ class _StepRunner:
         One all-reduce of three numbers per micro-batch carries the loss, whether each rank has one, and
         whether any rank raised, so a failure or a NaN on one rank stops all of them together.
         """
-        world = self.strategy.world_size
+        world = self.world_size
         for _ in range(MAX_EMPTY_STEPS):
             batch = self.strategy.batch_to_device(next(self.batches), dataloader_idx=0)
             error: Exception | None = None
@@ -283,7 +284,7 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g})")
                 raise
-            if scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
+            if scaler is not None and scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                 skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                 continue
             stop_reason = recorder.add(lr, loss)
