@@ -209,7 +209,7 @@ class LRSweep(Callback):
         optimizer = only_optimizer(trainer)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high))
+        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current))
         decision = self._decide(result, current)
         if decision.clamped:
             rank_zero_warn(
