@@ -53,11 +53,16 @@ def unusable_reason(curve: Curve) -> str | None:
     return None
 
 
-def valley(curve: Curve) -> float:
-    """fast.ai's ``valley``: the longest decreasing run of the smoothed loss, a point part-way down it.
+VALLEY_DEPTH = 2 / 3
+"""How far down the valley's loss drop the ``valley`` rule picks its point."""
 
-    The run is the longest strictly decreasing subsequence; the LR is taken at the middle of its
-    index span, which fast.ai computes as ``start + len/3 + len/6``.
+
+def valley(curve: Curve) -> float:
+    """fast.ai's ``valley``: the longest decreasing run of the smoothed loss, a point 2/3 down it.
+
+    The run is the longest strictly decreasing subsequence. fast.ai takes the point half-way along
+    its *index* span, which drifts to tiny LRs whenever the run starts on a long, nearly flat head;
+    here the point is where the loss has made 2/3 of the run's total drop.
     """
     losses = curve.smoothed
     n = len(losses)
@@ -71,8 +76,9 @@ def valley(curve: Curve) -> float:
             start[i] = start[best]
     end = int(np.argmax(length))
     first = int(start[end])
-    third = (end - first) / 3
-    return float(curve.lrs[first + int(third) + int(third / 2)])
+    goal = losses[first] - VALLEY_DEPTH * (losses[first] - losses[end])
+    reached = first + int(np.argmax(losses[first : end + 1] <= goal))
+    return float(curve.lrs[reached])
 
 
 def steepest(curve: Curve) -> float:
@@ -88,8 +94,12 @@ def minimum(curve: Curve) -> float:
 
 
 def sma_slope(curve: Curve, window: int | None = None) -> float:
-    """Minimum of the simple moving average of the raw loss's rate of change per step."""
-    return float(curve.lrs[int(np.argmin(rate_of_change(curve.losses, window)))])
+    """Minimum of the simple moving average of the raw loss's rate of change per step.
+
+    Only points up to the lowest smoothed loss count: past it, the blow-up's noise has steep drops too.
+    """
+    lowest = int(np.argmin(curve.smoothed))
+    return float(curve.lrs[int(np.argmin(rate_of_change(curve.losses, window)[: lowest + 1]))])
 
 
 def default_window(num_points: int) -> int:
@@ -124,26 +134,40 @@ def suggest(curve: Curve, method: str) -> Suggestion:
 
 
 class Edge(NamedTuple):
-    """Where the loss stops falling: the LR of the lowest zero-lag-smoothed loss."""
+    """Where the loss stops falling and starts to rise."""
 
     lr: float
     censored: bool
-    """True when the loss was still falling at the sweep's last point (the edge lies above it)."""
+    """True when the loss never rose clearly within the sweep (the edge lies above its last LR)."""
+
+
+EDGE_RELATIVE_TOLERANCE = 0.02
+"""A rise smaller than this fraction of the lowest loss is not yet a rise."""
 
 
 def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
-    """Locate the stability edge on the smoothed curve; ``None`` if the curve is too short.
+    """The largest LR after which the smoothed loss stays clearly above its minimum.
+
+    A mid-training curve is often flat and noisy before it rises; the position of its lowest point is
+    then mostly noise. So the edge is where the smoothed loss leaves the band ``minimum + tolerance``
+    for good, the tolerance being twice the raw loss's noise (median absolute deviation from the
+    smoothed curve) plus 2% of the minimum. ``None`` when the curve is too short.
 
     Args:
         curve: the sweep's curve.
-        diverged: whether the sweep stopped on a blow-up; if not, a minimum at the last points is censored.
+        diverged: whether the sweep stopped on a blow-up; if not and the loss ends inside the band, the
+            edge is censored at the last LR.
     """
     usable = finite_prefix(curve)
     if len(usable.lrs) < MIN_POINTS:
         return None
-    lowest = int(np.argmin(usable.smoothed))
-    censored = not diverged and lowest >= len(usable.lrs) - 2
-    return Edge(float(usable.lrs[lowest]), censored)
+    smooth = usable.smoothed
+    lowest = int(np.argmin(smooth))
+    noise = 1.4826 * float(np.median(np.abs(usable.losses - smooth)))
+    tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(float(smooth[lowest]))
+    inside = np.nonzero(smooth <= smooth[lowest] + tolerance)[0]
+    last_inside = int(inside[-1])
+    return Edge(float(usable.lrs[last_inside]), censored=not diverged and last_inside == len(smooth) - 1)
 
 
 def zero_lag_window(num_points: int) -> int:

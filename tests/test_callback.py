@@ -1,0 +1,206 @@
+"""LRSweep in a real fit: no trace, applying, re-tuning, refusing bad input."""
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+from models import Classifier, assert_same_state, loader, state, trainer
+from torch.utils.data import DataLoader
+
+from lightning_lrsweep import LRSweep
+from lightning_lrsweep.suggest import METHODS
+
+
+def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", data=None, **trainer_kwargs):
+    seed_everything(7)
+    model = Classifier(lr=lr, optimizer=optimizer)
+    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
+    t.fit(model, data if data is not None else loader())
+    return model, t
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_sweeps_leave_no_trace_bit_for_bit(optimizer):
+    plain, plain_trainer = fit([], optimizer=optimizer)
+    sweep = LRSweep(every_n_epochs=1, suggestion=lambda r: 0.05, num_steps=30)
+    swept, swept_trainer = fit([sweep], optimizer=optimizer)
+    assert len(sweep.history) == 3
+    assert_same_state(state(plain), state(swept))
+    assert swept_trainer.global_step == plain_trainer.global_step
+    assert swept_trainer.current_epoch == plain_trainer.current_epoch
+    # metrics that training_step logs during a sweep reach no aggregate
+    logged, plain_logged = swept_trainer.callback_metrics, plain_trainer.callback_metrics
+    assert torch.equal(logged["train_loss_epoch"], plain_logged["train_loss_epoch"])
+
+
+def test_applied_lr_trains_exactly_like_a_plain_fit_at_that_lr():
+    plain, _ = fit([], lr=0.05)
+    sweep = LRSweep(every_n_epochs=1, suggestion=lambda r: 0.05, num_steps=20)
+    swept, t = fit([sweep], lr=0.01)
+    assert swept.hparams.lr == 0.05
+    assert t.optimizers[0].param_groups[0]["lr"] == 0.05
+    assert_same_state(state(plain), state(swept))
+
+
+def test_loader_generator_is_restored():
+    def data():
+        return loader(generator=torch.Generator().manual_seed(3))
+
+    plain, _ = fit([], data=data())
+    swept, _ = fit([LRSweep(every_n_epochs=1, suggestion=lambda r: 0.05, num_steps=20)], data=data())
+    assert_same_state(state(plain), state(swept))
+
+
+def test_five_epochs_five_sweeps_each_with_points_and_applied():
+    sweep = LRSweep(every_n_epochs=1, num_steps=40)
+    model, t = fit([sweep], lr=0.01, epochs=5)
+    assert [r.epoch for r in sweep.history] == [0, 1, 2, 3, 4]
+    assert [r.kind for r in sweep.history] == ["fit_start"] + ["retune"] * 4
+    assert all(len(r.result.lrs) >= 20 for r in sweep.history)
+    first = sweep.history[0]
+    assert first.applied_lr is not None and first.applied_lr != 0.01
+    for before, after in zip(sweep.history, sweep.history[1:], strict=False):
+        assert after.previous_lr == pytest.approx(before.applied_lr)
+        assert 0.5 <= after.applied_lr / after.previous_lr <= 2.0  # bounded by max_change
+    assert model.hparams.lr == pytest.approx(sweep.history[-1].applied_lr)
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(sweep.history[-1].applied_lr)
+
+
+def test_fit_start_suggestion_is_in_the_descent_of_the_curve():
+    sweep = LRSweep(num_steps=60)
+    model, _ = fit([sweep], lr=1e-5, epochs=1)
+    result = sweep.history[0].result
+    curve = result.curve
+    lowest = curve.lrs[np.argmin(curve.smoothed)]
+    assert result.lrs[0] < model.hparams.lr < lowest
+
+
+def test_milestones_and_every_n_epochs_schedule():
+    sweep = LRSweep(every_n_epochs=3, milestones=[1, 3], num_steps=10, retune_num_steps=10, suggestion=lambda r: 0.05)
+    assert [e for e in range(8) if sweep.should_retune(e)] == [1, 3, 6]
+    fit([sweep], epochs=4)
+    assert [r.epoch for r in sweep.history] == [0, 1, 3]
+
+
+def test_retune_clamps_and_warns():
+    sweep = LRSweep(
+        every_n_epochs=1,
+        num_steps=10,
+        retune_num_steps=10,
+        suggestion=lambda r: 0.05,
+        retune_suggestion=lambda r: 5.0,
+        max_change=2.0,
+    )
+    with pytest.warns(UserWarning, match="clamped to 0.1"):
+        model, _ = fit([sweep], epochs=2)
+    assert sweep.history[1].suggested_lr == 5.0
+    assert sweep.history[1].applied_lr == pytest.approx(0.1)
+    assert model.hparams.lr == pytest.approx(0.1)
+
+
+def test_no_suggestion_keeps_the_lr_and_says_why():
+    sweep = LRSweep(num_steps=10, suggestion=lambda r: None)
+    with pytest.warns(UserWarning, match="kept the LR at 0.05"):
+        model, t = fit([sweep], epochs=1)
+    assert model.hparams.lr == 0.05
+    assert sweep.history[0].applied_lr is None
+
+
+def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
+    sweep = LRSweep(num_steps=10, suggestion=lambda r: 0.02, update_attr=False)
+    model, t = fit([sweep], epochs=1)
+    assert model.hparams.lr == 0.05
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"min_lr": 0}, "`min_lr` must be > 0, got 0"),
+        ({"min_lr": 1.0, "max_lr": 0.1}, "`max_lr` must be greater than `min_lr`"),
+        ({"num_steps": 4}, "`num_steps` must be an int >= 5, got 4"),
+        ({"mode": "cosine"}, "`mode` must be one of .* got 'cosine'"),
+        ({"suggestion": "best"}, "`suggestion` must be one of .* got 'best'"),
+        ({"every_n_epochs": 0}, "`every_n_epochs` must be an int >= 1 or None, got 0"),
+        ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
+        ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
+        ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
+        ({"max_change": 0.5}, "`max_change` must be >= 1"),
+        ({"retune_window": 1.0}, "`retune_window` must be > 1"),
+        ({"retune_num_steps": 2}, "`num_steps` must be an int >= 5, got 2"),
+        ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
+        ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LRSweep(**kwargs)
+
+
+class NoLR(Classifier):
+    def __init__(self):
+        super().__init__()
+        del self.hparams["lr"]
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_missing_lr_attribute_is_refused_before_any_step():
+    model = NoLR()
+    before = state(model)
+    with pytest.raises(ValueError, match="could not find the LR attribute of NoLR"):
+        trainer(callbacks=[LRSweep()]).fit(model, loader())
+    assert_same_state(before, state(model))
+
+
+def test_unknown_attr_name_is_named():
+    with pytest.raises(AttributeError, match="`attr_name='base_lr'` was given"):
+        trainer(callbacks=[LRSweep(attr_name="base_lr")]).fit(Classifier(), loader())
+
+
+class TwoOptimizers(Classifier):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt_a, opt_b = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+        return loss
+
+    def configure_optimizers(self):
+        half = len(list(self.parameters())) // 2
+        params = list(self.parameters())
+        return [torch.optim.SGD(params[:half], lr=self.hparams.lr), torch.optim.SGD(params[half:], lr=0.1)]
+
+
+def test_two_optimizers_are_refused_before_any_step():
+    model = TwoOptimizers()
+    before = state(model)
+    t = trainer(callbacks=[LRSweep()])
+    with pytest.raises(ValueError, match="returned 2"):
+        t.fit(model, loader())
+    assert t.global_step == 0
+    assert_same_state(before, state(model))
+
+
+def test_fast_dev_run_skips_with_a_warning():
+    sweep = LRSweep()
+    with pytest.warns(UserWarning, match="skipped with `fast_dev_run`"):
+        trainer(fast_dev_run=True, callbacks=[sweep]).fit(Classifier(), loader())
+    assert sweep.history == []
+
+
+def test_every_method_name_is_accepted():
+    for method in METHODS:
+        LRSweep(suggestion=method)
+
+
+def test_short_loader_is_cycled_to_reach_num_steps():
+    sweep = LRSweep(num_steps=30, early_stop_threshold=None, max_lr=0.1, suggestion=lambda r: 0.05)
+    fit([sweep], epochs=1, data=DataLoader(loader().dataset, batch_size=128))  # 2 batches per pass
+    assert len(sweep.history[0].result.lrs) == 30

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from lightning_lrsweep.smoothing import centered_mean
+from lightning_lrsweep.suggest import (
+    Curve,
+    finite_prefix,
+    minimum,
+    rate_of_change,
+    sma_slope,
+    stability_edge,
+    steepest,
+    suggest,
+    valley,
+    zero_lag_curve,
+)
+
+
+def range_test_curve(n: int = 120, descent_at: float = 1e-2, blowup_at: float = 1.0) -> Curve:
+    """A clean range-test shape: flat, a sigmoid descent centred at ``descent_at``, then a blow-up."""
+    lrs = np.geomspace(1e-6, 10, n)
+    x = np.log10(lrs)
+    descent = 1 / (1 + np.exp(-(x - np.log10(descent_at)) * 3))
+    losses = 2.0 - 1.5 * descent + np.where(lrs > blowup_at, (np.log10(lrs / blowup_at) * 8) ** 2, 0.0)
+    return Curve(lrs, losses, losses)
+
+
+@pytest.mark.parametrize("rule", [valley, steepest, sma_slope])
+def test_rules_land_in_the_descent(rule):
+    curve = range_test_curve()
+    lr = rule(curve)
+    assert 1e-3 < lr < 2e-1, lr
+
+
+def test_steepest_is_at_the_inflection_of_the_descent():
+    assert steepest(range_test_curve(descent_at=1e-3)) == pytest.approx(1e-3, rel=0.15)
+
+
+def test_minimum_is_a_tenth_of_the_lowest_point():
+    curve = range_test_curve()
+    lowest = curve.lrs[np.argmin(curve.smoothed)]
+    assert minimum(curve) == pytest.approx(lowest / 10)
+
+
+def test_valley_follows_the_longest_descent():
+    lrs = np.geomspace(1e-4, 1, 30)
+    losses = np.concatenate([np.full(10, 3.0), np.linspace(3.0, 1.0, 15), np.linspace(1.0, 9.0, 5)])
+    lr = valley(Curve(lrs, losses, losses))
+    assert lrs[10] < lr < lrs[24]
+
+
+def test_rate_of_change_is_the_smoothed_step_difference():
+    losses = np.array([4.0, 3.0, 2.0, 1.0])
+    np.testing.assert_allclose(rate_of_change(losses, window=1), [0.0, -1.0, -1.0, -1.0])
+
+
+@pytest.mark.parametrize("method", ["valley", "steepest", "minimum", "sma_slope"])
+def test_suggest_explains_unusable_curves(method):
+    lrs = np.geomspace(1e-5, 1, 20)
+    flat = suggest(Curve(lrs, np.ones(20), np.ones(20)), method)
+    assert flat.lr is None and "flat" in flat.reason
+    rising = np.linspace(1, 5, 20)
+    up = suggest(Curve(lrs, rising, rising), method)
+    assert up.lr is None and "never falls" in up.reason
+    short = suggest(Curve(lrs[:3], rising[:3], rising[:3]), method)
+    assert short.lr is None and "3 finite points" in short.reason
+
+
+def test_suggest_ignores_points_after_the_first_nan():
+    curve = range_test_curve()
+    losses = curve.losses.copy()
+    losses[-10:] = np.nan
+    assert finite_prefix(Curve(curve.lrs, losses, losses)).lrs.size == curve.lrs.size - 10
+    assert suggest(Curve(curve.lrs, losses, losses), "steepest").lr is not None
+
+
+def test_unknown_method_is_named():
+    with pytest.raises(ValueError, match="`suggestion` must be one of .* got 'best'"):
+        suggest(range_test_curve(), "best")
+
+
+def test_zero_lag_curve_drops_non_finite_tail_and_smooths_without_lag():
+    curve = range_test_curve()
+    losses = curve.losses.copy()
+    losses[-3:] = np.inf
+    smooth = zero_lag_curve(curve.lrs, losses)
+    assert len(smooth.lrs) == len(curve.lrs) - 3
+    assert np.isfinite(smooth.smoothed).all()
+    np.testing.assert_allclose(smooth.smoothed, centered_mean(losses[:-3], 9))
+
+
+def test_stability_edge_is_where_the_loss_leaves_its_minimum_and_censored_without_divergence():
+    curve = range_test_curve()
+    edge = stability_edge(curve, diverged=True)
+    lowest = int(np.argmin(curve.smoothed))
+    assert edge is not None and not edge.censored
+    assert curve.lrs[lowest] <= edge.lr <= curve.lrs[lowest + 3]
+
+
+def test_stability_edge_sees_through_noise_on_a_flat_curve():
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-3, 10, 60)
+    losses = 0.2 + rng.normal(0, 0.04, 60) + np.where(lrs > 0.5, (lrs / 0.5 - 1), 0.0)
+    edge = stability_edge(zero_lag_curve(lrs, losses), diverged=True)
+    assert edge is not None and 0.2 < edge.lr < 1.5, edge
+    falling = np.linspace(5, 1, 20)
+    open_ended = stability_edge(Curve(np.geomspace(1e-3, 1, 20), falling, falling), diverged=False)
+    assert open_ended is not None and open_ended.censored
