@@ -115,6 +115,8 @@ class RunCache:
         self.refresh = refresh
         self.computed = 0
         self.compute_s = 0.0
+        self.used = 0  # runs this invocation used, cached or new
+        self.used_s = 0.0  # their recorded compute time (runs cached before this field existed count 0)
 
     def path(self, section: str, key: dict[str, Any]) -> Path:
         blob = json.dumps(_jsonable({**key, "_v": CACHE_VERSION}), sort_keys=True)
@@ -125,13 +127,20 @@ class RunCache:
         """The cached value for ``key``, or ``fn()`` computed now, stored and returned."""
         p = self.path(section, key)
         if p.exists() and not self.refresh:
-            return _restore(json.loads(p.read_text())["value"])
+            blob = json.loads(p.read_text())
+            self.used += 1
+            self.used_s += blob.get("compute_s", 0.0)
+            return _restore(blob["value"])
         t0 = time.perf_counter()
         value = fn()
-        self.compute_s += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.compute_s += dt
         self.computed += 1
+        self.used += 1
+        self.used_s += dt
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps({"key": _jsonable(key), "value": _jsonable(value)}, indent=1))
+        blob = {"key": _jsonable(key), "value": _jsonable(value), "compute_s": dt}
+        p.write_text(json.dumps(blob, indent=1))
         return _restore(json.loads(p.read_text())["value"])
 
 

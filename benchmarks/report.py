@@ -100,6 +100,8 @@ def machine_info() -> dict[str, str]:
         "torch-lr-finder": tlf,
         "lightning_lrsweep": f"{ours} (git {_cmd('git', '-C', str(root), 'rev-parse', '--short', 'HEAD')})",
         "numpy / pandas": f"{np.__version__} / {pandas.__version__}",
+        "load average when rendered (1/5/15 min)": " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        + " — the machine is shared: wall times and cost ratios are noisy",
     }
 
 
@@ -297,7 +299,9 @@ def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) ->
     return "\n".join(parts)
 
 
-def render(results: dict[str, Any], cfg: Any, out_dir: Path, wall_s: float, compute_s: float, extra: str = "") -> Path:
+def render(
+    results: dict[str, Any], cfg: Any, out_dir: Path, wall_s: float, compute_s: float, total_s: float = 0.0
+) -> Path:
     """Write ``out_dir/README.md`` and ``out_dir/figures/*.png``; returns the README path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = out_dir / "figures"
@@ -314,8 +318,13 @@ def render(results: dict[str, Any], cfg: Any, out_dir: Path, wall_s: float, comp
     )
     parts.append(
         f"This report: {wall_s / 60:.1f} min wall time for the command, of which {compute_s / 60:.1f} min were "
-        "new (uncached) runs.\n"
+        f"new (uncached) runs; the runs it shows took {total_s / 60:.1f} min to compute in all (sum of the times "
+        "recorded in the cache). From an empty cache the full command takes about 16 min on this shared 2-core "
+        "machine.\n"
     )
+    findings = Path(__file__).resolve().parent / "findings.md"
+    if findings.exists() and not cfg.quick:
+        parts.append(findings.read_text().strip() + "\n")
     parts.append("## Machine and versions\n")
     parts.append(table(["", ""], [[k, v] for k, v in machine_info().items()]) + "\n")
     tasks_used = sorted(
@@ -332,8 +341,6 @@ def render(results: dict[str, Any], cfg: Any, out_dir: Path, wall_s: float, comp
         parts.append(cost.render(results["cost"]))
     if "retune" in results:
         parts.append(retune.render(results["retune"], fig_dir, "figures"))
-    if extra:
-        parts.append(extra)
     readme = out_dir / "README.md"
     readme.write_text("\n".join(parts))
     return readme

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> Path:
     wall = time.perf_counter() - t0
     (cache.root / "results.json").parent.mkdir(parents=True, exist_ok=True)
     (cache.root / "results.json").write_text(json.dumps(results, default=str, indent=1))
-    readme = report.render(results, cfg, out, wall_s=wall, compute_s=cache.compute_s)
+    readme = report.render(results, cfg, out, wall_s=wall, compute_s=cache.compute_s, total_s=cache.used_s)
     log(f"wrote {readme} ({cache.computed} new runs, {cache.compute_s:.0f}s computing)")
     return readme
 
