@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
@@ -24,6 +24,9 @@ from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
 from lightning_lrsweep.snapshot import Snapshot
+
+StepCallback = Callable[[int, float, float, float], None]
+"""Called after every recorded sweep step with ``(step, lr, loss, smoothed_loss)``."""
 
 MAX_EMPTY_STEPS = 10
 """Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
@@ -226,11 +229,16 @@ class _StepRunner:
         return mean
 
 
-def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
+def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | None = None) -> SweepResult:
     """Run one LR range test on the trainer's live model and optimizer; leave no trace.
 
     The LR swept is that of the reference param group (largest base LR); the other groups follow at
     their original ratio. Everything the steps mutate is restored before this returns or raises.
+
+    Args:
+        trainer: the live trainer, inside ``fit``.
+        config: the sweep's settings.
+        on_step: called after every recorded step with ``(step, lr, loss, smoothed_loss)`` (progress display).
 
     Raises:
         ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
@@ -244,7 +252,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
     started = time.perf_counter()
     try:
         with isolated(trainer, pl_module):
-            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config)
+            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config, on_step)
     finally:
         snapshot.restore()
         del snapshot
@@ -264,7 +272,9 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
     )
 
 
-def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig) -> tuple[_Recorder, str]:
+def _sweep_loop(
+    trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig, on_step: StepCallback | None = None
+) -> tuple[_Recorder, str]:
     """Step through the LR schedule until it ends or the loss diverges."""
     weights = group_weights(optimizer)
     runner = _StepRunner(trainer, optimizer, batch_stream(data))
@@ -288,6 +298,8 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
                 skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                 continue
             stop_reason = recorder.add(lr, loss)
+            if on_step is not None:
+                on_step(k, lr, loss, recorder.smoothed[-1])
             if stop_reason is not None:
                 return recorder, stop_reason
             k += 1
