@@ -10,6 +10,7 @@ from lightning.pytorch.utilities.exceptions import _TunerExitException
 from typing_extensions import override
 
 from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.reporting import sweep_progress
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.sweep import run_sweep
 
@@ -23,7 +24,8 @@ class _SweepOnce(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.result = run_sweep(trainer, self.config)
+        with sweep_progress(trainer, self.config.num_steps) as on_step:
+            self.result = run_sweep(trainer, self.config, on_step)
         raise _TunerExitException()
 
 
