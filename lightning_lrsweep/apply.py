@@ -117,7 +117,7 @@ def apply_lr(
 
     That is the LR attribute, every param group of ``optimizer`` and every scheduler attached to it.
 
-    Example:
+    Examples:
         >>> import torch
         >>> opt = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": 0.1}, {"params": [torch.zeros(1)], "lr": 0.01}])
         >>> apply_lr(pl.LightningModule(), opt, [], old=0.1, new=0.3, attr_name=None)

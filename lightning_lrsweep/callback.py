@@ -104,7 +104,7 @@ class LRSweep(Callback):
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
             (raised before any training step: no LR attribute, not exactly one optimizer).
 
-    Example:
+    Examples:
         >>> from lightning.pytorch import Trainer
         >>> trainer = Trainer(callbacks=[LRSweep(every_n_epochs=5)])  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=dm)  # doctest: +SKIP

@@ -81,7 +81,7 @@ def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None)
     if not history:
         raise ValueError("`plot_history` needs at least one sweep, but the history is empty; run `fit` first.")
     import matplotlib.pyplot as plt
-    from matplotlib import colors
+    from matplotlib import colors, ticker
 
     fig, (curves, per_epoch) = plt.subplots(1, 2, figsize=(11, 4))
     last_epoch = max(r.epoch for r in history)
@@ -108,7 +108,10 @@ def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None)
     epochs, lrs = lr_per_epoch(history)
     per_epoch.step(np.append(epochs, last_epoch + 1), np.append(lrs, lrs[-1]), where="post", color="C0")
     per_epoch.scatter(epochs, lrs, c=[cmap(norm(e)) for e in epochs], zorder=3)
-    per_epoch.set_yscale("log")
+    if lrs.max() / lrs.min() >= 10:  # a log axis only where it spans a decade; readable ticks either way
+        per_epoch.set_yscale("log")
+    per_epoch.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+    per_epoch.yaxis.set_minor_formatter(ticker.NullFormatter())
     per_epoch.set_xlabel("epoch")
     per_epoch.set_ylabel("learning rate")
     per_epoch.set_title("LR applied at each sweep")

@@ -25,7 +25,7 @@ METRIC_PREFIX = "lr_sweep"
 def summary_line(record: SweepRecord) -> str:
     """One line per sweep: where it ran, steps run, why it stopped, suggested and applied LR.
 
-    Example:
+    Examples:
         ``LRSweep fit_start sweep at epoch 0: 61 steps, stopped by diverged; suggested 0.0312, LR 0.001 -> 0.0312
         (fit-start suggestion applied).``
     """

@@ -39,7 +39,7 @@ class SweepResult:
         epoch, global_step: where in training the sweep ran.
         seconds: wall time the sweep took.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> lrs = np.geomspace(1e-4, 1, 40)
         >>> losses = 1 / (1 + 50 * lrs) + (lrs > 0.3) * 5

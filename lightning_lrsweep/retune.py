@@ -62,7 +62,7 @@ def edge_retune(
         up_margin: how much higher the target must be before the LR goes up.
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> lrs = np.geomspace(1e-3, 1e-1, 30)
         >>> rising = 1 + (lrs > 5e-3) * (lrs / 5e-3) ** 2   # loss rises from 5e-3 up

@@ -113,7 +113,7 @@ class Snapshot:
 
     Tensors are copied to ``device`` (e.g. ``"cpu"`` to spare accelerator memory) or kept where they are.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(2, 1)
         >>> before = model.weight.clone()
         >>> snap = Snapshot(model, optimizers=[], schedulers=[])

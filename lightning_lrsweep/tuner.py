@@ -37,7 +37,7 @@ class LRSweepTuner:
     Args:
         trainer: the trainer whose strategy, precision and accumulation settings the sweep uses.
 
-    Example:
+    Examples:
         >>> result = LRSweepTuner(Trainer(accelerator="cpu")).sweep(model, datamodule=dm)  # doctest: +SKIP
         >>> result.suggestion(), result.to_pandas().head()  # doctest: +SKIP
     """
