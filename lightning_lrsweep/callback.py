@@ -305,7 +305,7 @@ class LRSweep(Callback):
         optimizer = only_optimizer(trainer)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        config = replace(self.retune_config, min_lr=low, max_lr=high)
+        config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
         with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
             result = run_sweep(trainer, config, on_step)
         decision = self._decide(result, current)

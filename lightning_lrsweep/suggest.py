@@ -146,7 +146,7 @@ EDGE_RELATIVE_TOLERANCE = 0.02
 
 
 def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
-    """The largest LR up to which the smoothed loss stays within noise of its minimum.
+    """The largest LR after which the smoothed loss stays clearly above its minimum.
 
     A mid-training curve is often flat and noisy before it rises; the position of its lowest point is
     then mostly noise. So the edge is where the smoothed loss leaves the band ``minimum + tolerance``
@@ -155,7 +155,7 @@ def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
 
     Args:
         curve: the sweep's curve.
-        diverged: whether the sweep stopped on a blow-up; if not and the loss never left the band, the
+        diverged: whether the sweep stopped on a blow-up; if not and the loss ends inside the band, the
             edge is censored at the last LR.
     """
     usable = finite_prefix(curve)
@@ -165,10 +165,9 @@ def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
     lowest = int(np.argmin(smooth))
     noise = 1.4826 * float(np.median(np.abs(usable.losses - smooth)))
     tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(float(smooth[lowest]))
-    risen = smooth[lowest:] > smooth[lowest] + tolerance
-    if not risen.any():
-        return Edge(float(usable.lrs[-1]), censored=not diverged)
-    return Edge(float(usable.lrs[lowest + int(np.argmax(risen)) - 1]), censored=False)
+    inside = np.nonzero(smooth <= smooth[lowest] + tolerance)[0]
+    last_inside = int(inside[-1])
+    return Edge(float(usable.lrs[last_inside]), censored=not diverged and last_inside == len(smooth) - 1)
 
 
 def zero_lag_window(num_points: int) -> int:

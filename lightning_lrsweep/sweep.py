@@ -28,6 +28,9 @@ from lightning_lrsweep.snapshot import Snapshot
 StepCallback = Callable[[int, float, float, float], None]
 """Called after every recorded sweep step with ``(step, lr, loss, smoothed_loss)``."""
 
+WARMUP_POINTS = 5
+"""Points recorded before the divergence stop compares against the best smoothed loss."""
+
 MAX_EMPTY_STEPS = 10
 """Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
 
@@ -121,8 +124,8 @@ def _loss_of(output: Any) -> torch.Tensor | None:
 class _Recorder:
     """Records (LR, loss) pairs, smooths online with a bias-corrected EMA, and decides when to stop."""
 
-    def __init__(self, smoothing: float, threshold: float | None) -> None:
-        self.beta, self.threshold = smoothing, threshold
+    def __init__(self, smoothing: float, threshold: float | None, min_stop_lr: float = 0.0) -> None:
+        self.beta, self.threshold, self.min_stop_lr = smoothing, threshold, min_stop_lr
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self.smoothed: list[float] = []
@@ -138,9 +141,11 @@ class _Recorder:
         self.smoothed.append(smoothed)
         if not math.isfinite(loss):
             return "non_finite"
+        if len(self.losses) < WARMUP_POINTS:
+            return None  # a best taken from one or two raw losses is noise
         self._best = min(self._best, smoothed)
         limit = self._best + (self.threshold - 1) * abs(self._best) if self.threshold is not None else math.inf
-        if len(self.losses) > 1 and smoothed > limit:
+        if lr > self.min_stop_lr and smoothed > limit:
             return "diverged"
         return None
 
@@ -279,7 +284,7 @@ def _sweep_loop(
     weights = group_weights(optimizer)
     runner = _StepRunner(trainer, optimizer, batch_stream(data))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
-    recorder = _Recorder(config.smoothing, config.early_stop_threshold)
+    recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode)
     k, skipped = 0, 0

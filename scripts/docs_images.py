@@ -13,6 +13,7 @@ IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 
 
 def main() -> None:
+    """Run the demo; save its first sweep's two plots and the history plot under docs/img."""
     sweep = run_demo(out=IMG / "_demo", epochs=6, quiet=True)
     first = sweep.history[0].result
     for name, draw in (("loss.png", first.plot), ("rate_of_change.png", first.plot_rate_of_change)):
