@@ -172,6 +172,7 @@ class LRSweep(Callback):
         self._attr: str | None = None
         self._distance: float | None = None
         self._enabled = True
+        self._restored_retunes: set[int] = set()
 
     # -- when ----------------------------------------------------------------------------------
 
@@ -206,6 +207,8 @@ class LRSweep(Callback):
         resuming = trainer.ckpt_path is not None
         if resuming:
             self._restore_attr(pl_module)
+        else:
+            self._restored_retunes = set()
         if self.sweep_at_fit_start and (not resuming or self.sweep_on_resume):
             self._fit_start_sweep(trainer, pl_module)
 
@@ -218,7 +221,7 @@ class LRSweep(Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        done = any(r.kind == "retune" and r.epoch == epoch for r in self.history)  # resumed mid-epoch
+        done = epoch in self._restored_retunes  # resumed mid-epoch, after this epoch's re-tune
         if self._enabled and self.should_retune(epoch) and not done:
             self._retune(trainer, pl_module)
 
@@ -255,6 +258,7 @@ class LRSweep(Callback):
         """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
         self.history = [_record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
+        self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
 
     def _restore_attr(self, pl_module: pl.LightningModule) -> None:
         """Put the last applied LR into the module's LR attribute (checkpoints restore only the optimizer's)."""

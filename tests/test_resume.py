@@ -85,3 +85,23 @@ def test_state_round_trip_and_two_instances_coexist(tmp_path):
     assert fresh.history[0].result.suggestion() == a.history[0].result.suggestion()
     fresh.load_state_dict({})  # fields missing from older checkpoints fall back to defaults
     assert fresh.history == []
+
+
+def test_resume_mid_epoch_does_not_repeat_that_epochs_retune(tmp_path):
+    first = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    seed_everything(5)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=4)
+    trainer(max_epochs=2, callbacks=[first, checkpoint], enable_checkpointing=True).fit(
+        Plain(), loader(n=96, shuffle=False)
+    )
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # mid epoch 1
+    resumed = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [0, 1, 2]
+
+
+def test_a_second_fit_with_the_same_instance_retunes_again():
+    callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    run(callback, epochs=2)
+    run(callback, epochs=2)
+    assert [r.epoch for r in callback.history] == [0, 1, 0, 1]
