@@ -72,6 +72,11 @@ class LRSweep(Callback):
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
     sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
 
+    Each sweep shows in the trainer's progress bar, logs one summary line, and reaches every logger
+    (``lr_sweep/suggested_lr``, ``lr_sweep/applied_lr``, the tuned LR in the hparams, the curve as a figure and
+    files). The history is checkpointed: a resumed ``fit`` keeps it, skips the fit-start sweep and re-tunes on the
+    same schedule. :meth:`history_frame` and :meth:`plot_history` show the whole run.
+
     Args:
         min_lr: first LR of the fit-start sweep.
         max_lr: last LR of the fit-start sweep; also caps re-tune sweeps.
