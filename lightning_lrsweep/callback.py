@@ -362,7 +362,8 @@ class LRSweep(Callback):
         record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
         self.history.append(record)
         rank_zero_info(summary_line(record))
-        report_to_loggers(trainer, record, self._attr, curves=self.log_curves)
+        changed = kind == "fit_start" or (applied is not None and applied != previous)
+        report_to_loggers(trainer, record, self._attr, curves=self.log_curves, hparams=changed)
 
 
 def _record_state(record: SweepRecord) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_lrsweep.sweep import StepCallback
 
@@ -141,14 +143,20 @@ def log_hparams(trainer: pl.Trainer, attr: str | None, lr: float) -> None:
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
         logger.save()
+        if isinstance(logger, TensorBoardLogger) and Path(logger.log_dir).is_dir():
+            # its save() writes hparams.yaml only once: rewrite it with the current LR
+            save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, logger.hparams)
 
 
-def report_to_loggers(trainer: pl.Trainer, record: SweepRecord, attr: str | None, curves: bool = True) -> None:
-    """Send one sweep to every logger: metrics at the current global step, hparams, figure and curve files.
+def report_to_loggers(
+    trainer: pl.Trainer, record: SweepRecord, attr: str | None, curves: bool = True, hparams: bool = True
+) -> None:
+    """Send one sweep to every logger: metrics at the current global step, figure, curve files and hparams.
 
     Each logger gets ``lr_sweep/suggested_lr`` (when there was a suggestion) and ``lr_sweep/applied_lr``.
     With ``curves``, a logger whose ``experiment`` has ``add_figure`` (TensorBoard) gets the loss-vs-LR
     figure as ``lr_sweep/curve``, and a logger with a ``log_dir`` gets ``lr_sweep/epoch=N.csv`` and ``.png``.
+    With ``hparams``, the hparams are logged again with the LR attribute at the applied LR.
     """
     if not trainer.is_global_zero or not trainer.loggers:
         return
@@ -168,7 +176,8 @@ def report_to_loggers(trainer: pl.Trainer, record: SweepRecord, attr: str | None
             folder = Path(log_dir) / METRIC_PREFIX
             record.result.save(folder, stem=f"epoch={record.epoch}")
             written.add(folder)
-    log_hparams(trainer, attr, current_lr(record))
+    if hparams:
+        log_hparams(trainer, attr, current_lr(record))
 
 
 def _figure(record: SweepRecord) -> Any:

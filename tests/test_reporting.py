@@ -77,10 +77,21 @@ def test_summary_line_per_sweep(caplog):
     assert "suggested" in lines[0] and "->" in lines[0]
 
 
-def test_tqdm_progress_shows_lr_and_loss(capsys):
+def test_tqdm_progress_shows_lr_and_loss(monkeypatch, capsys):
+    import tqdm.std
+
+    postfixes = []
+    set_postfix_str = tqdm.std.tqdm.set_postfix_str
+
+    def spy(self, s="", refresh=True):
+        postfixes.append((self.desc, s))
+        return set_postfix_str(self, s, refresh)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "set_postfix_str", spy)
     fit([sweep(), TQDMProgressBar()], epochs=1, enable_progress_bar=True)
-    out = capsys.readouterr().out
-    assert "LR sweep (fit start)" in out and "lr=" in out and "loss=" in out
+    assert "LR sweep (fit start)" in capsys.readouterr().out
+    assert len(postfixes) == 15 and postfixes[0][0] == "LR sweep (fit start)"
+    assert postfixes[0][1].startswith("lr=1.00e-07, loss=")
 
 
 def test_rich_progress_shows_lr_and_loss(monkeypatch):
@@ -102,3 +113,12 @@ def test_rich_progress_shows_lr_and_loss(monkeypatch):
 def test_silent_without_progress_bar(capsys):
     fit([sweep()], epochs=1, enable_progress_bar=False)
     assert "LR sweep" not in capsys.readouterr().out
+
+
+def test_a_retune_that_moves_the_lr_updates_the_logged_hparams(tmp_path):
+    callback = sweep(suggestion=lambda r: 0.05, retune_suggestion=lambda r: 0.08, log_curves=False)
+    loggers = [CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")]
+    model, _ = fit([callback], logger=loggers)
+    assert model.hparams.lr == pytest.approx(0.08)
+    for name in ("csv", "tb"):
+        assert yaml.safe_load((tmp_path / name / "version_0" / "hparams.yaml").read_text())["lr"] == pytest.approx(0.08)
