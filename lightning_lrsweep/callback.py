@@ -174,7 +174,7 @@ class LRSweep(Callback):
         if stage != "fit":
             return
         check_strategy(trainer)
-        self._enabled = not trainer.fast_dev_run
+        self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
@@ -221,7 +221,7 @@ class LRSweep(Callback):
         optimizer = only_optimizer(trainer)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high))
+        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current))
         decision = self._decide(result, current)
         if decision.clamped:
             rank_zero_warn(

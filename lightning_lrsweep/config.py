@@ -31,6 +31,9 @@ class SweepConfig:
         smoothing: EMA factor of the loss in ``[0, 1)``; 0 turns smoothing off.
         suggestion: the rule that picks the LR: a method name or a callable ``(SweepResult) -> float | None``.
         snapshot_device: where the restore copy is kept: ``None`` (beside the model) or ``"cpu"``.
+        min_stop_lr: below this LR the divergence stop is ignored (NaN/Inf still stop). A re-tune sets it
+            to the LR training ran at: the loss cannot truly diverge below it, so a rise there is noise
+            (a well-trained model's loss is tiny, and 4x a tiny loss is one noisy batch).
     """
 
     min_lr: float = 1e-7
@@ -41,6 +44,7 @@ class SweepConfig:
     smoothing: float = 0.98
     suggestion: SuggestionRule = "valley"
     snapshot_device: str | None = None
+    min_stop_lr: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.min_lr > 0:

@@ -78,11 +78,11 @@ class LRSweepTuner:
         trainer = self.trainer
         check_strategy(trainer)
         probe = _SweepOnce(config)
-        trainer.callbacks.append(probe)
+        trainer.callbacks.append(probe)  # type: ignore[attr-defined]
         try:
             trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
         finally:
-            trainer.callbacks.remove(probe)
+            trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
         launcher = trainer.strategy.launcher
         if isinstance(launcher, _MultiProcessingLauncher):
