@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
 """Strategy class names (parts of) that shard parameters or optimizer state across ranks."""
@@ -65,8 +66,13 @@ class SpawnReturn:
         """Write ``value`` for the main process; does nothing outside a worker. Call on global rank 0 only."""
         if not self.in_worker:
             return
+        try:
+            data = pickle.dumps(value)
+        except (pickle.PicklingError, AttributeError, TypeError) as exc:  # e.g. a lambda under a fork launcher
+            rank_zero_warn(f"LRSweep could not send its results to the main process ({exc}); they stay in the worker.")
+            return
         partial = self.path.with_suffix(".part")
-        partial.write_bytes(pickle.dumps(value))
+        partial.write_bytes(data)
         partial.replace(self.path)
 
     def receive(self) -> Any | None:

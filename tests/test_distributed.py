@@ -53,3 +53,22 @@ def test_spawn_return_carries_a_worker_value_home_once():
     assert channel.receive() == {"history": [1, 2]}
     assert channel.receive() is None
     assert not channel.path.exists()
+
+
+def _send_unpicklable(channel: SpawnReturn) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        channel.send(lambda: None)
+    assert any("could not send its results" in str(w.message) for w in caught)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uses fork")
+def test_spawn_return_warns_instead_of_failing_on_an_unpicklable_value():
+    channel = SpawnReturn()
+    worker = multiprocessing.get_context("fork").Process(target=_send_unpicklable, args=(channel,))
+    worker.start()
+    worker.join(30)
+    assert worker.exitcode == 0
+    assert channel.receive() is None
