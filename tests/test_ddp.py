@@ -161,6 +161,13 @@ def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run):
 def test_sweeps_every_epoch_leave_a_ddp_fit_bit_for_bit_equal_to_a_plain_one(ddp_run):
     ranks, out = ddp_run
     assert [r["bit_for_bit"]["sweeps"] for r in ranks] == [2, 2]
+    for rank in ranks:  # after each sweep, the DistributedSampler's epoch and order are a plain fit's
+        plain, swept = rank["bit_for_bit"]["samplers"]
+        assert plain == swept and [(name, epoch) for name, epoch, _ in swept] == [
+            ("DistributedSampler", 0),
+            ("DistributedSampler", 1),
+        ]
+    assert ranks[0]["bit_for_bit"]["samplers"] != ranks[1]["bit_for_bit"]["samplers"]  # each rank its own shard
     saved = [torch.load(out / f"weights_{rank}.pt") for rank in (0, 1)]
     for weights in saved:
         assert weights["plain"].keys() == weights["swept"].keys()

@@ -17,7 +17,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the models helper
 
 import torch  # noqa: E402
-from lightning.pytorch import seed_everything  # noqa: E402
+from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from models import Classifier, loader, trainer  # noqa: E402
 
 from lightning_lrsweep import LRSweep, LRSweepTuner  # noqa: E402
@@ -121,17 +121,28 @@ def callback_fit(strategy: str) -> dict[str, Any]:
     }
 
 
+class SamplerProbe(Callback):
+    """At each epoch start (after any sweep there): the sampler's type, epoch and the start of its order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, list[int]]] = []
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        sampler = trainer.train_dataloader.sampler
+        self.seen.append((type(sampler).__name__, sampler.epoch, list(sampler)[:6]))
+
+
 def bit_for_bit(strategy: str, out: Path, rank: int) -> dict[str, Any]:
     """A DDP fit with sweeps every epoch against a plain DDP fit at the LR they apply."""
     seed_everything(4)
-    plain = Classifier(lr=0.05)
-    ddp_trainer(strategy, max_epochs=2).fit(plain, loader())
+    plain, plain_probe = Classifier(lr=0.05), SamplerProbe()
+    ddp_trainer(strategy, max_epochs=2, callbacks=[plain_probe]).fit(plain, loader())
     seed_everything(4)
-    swept = Classifier(lr=0.01)
+    swept, swept_probe = Classifier(lr=0.01), SamplerProbe()
     sweep = LRSweep(every_n_epochs=1, suggestion=fixed_lr, num_steps=10, retune_num_steps=6)
-    ddp_trainer(strategy, max_epochs=2, callbacks=[sweep]).fit(swept, loader())
+    ddp_trainer(strategy, max_epochs=2, callbacks=[sweep, swept_probe]).fit(swept, loader())
     torch.save({"plain": weights(plain), "swept": weights(swept)}, out / f"weights_{rank}.pt")
-    return {"sweeps": len(sweep.history), "equal": same(weights(plain), weights(swept))}
+    return {"sweeps": len(sweep.history), "samplers": [plain_probe.seen, swept_probe.seen]}
 
 
 def one_rank_raises(strategy: str) -> dict[str, Any]:
