@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
@@ -20,6 +20,27 @@ from lightning_lrsweep.suggest import stability_edge
 from lightning_lrsweep.sweep import only_optimizer, run_sweep
 
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
+    """A new callback list in which ``sweep``'s epoch-start re-tune sees what the others change and show.
+
+    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) move before
+    ``sweep``, so a re-tune sweeps the model that epoch will train; LR monitors move after it, so they
+    log the re-tuned LR. Everything else keeps its place. A new list is returned, because Lightning may be
+    iterating over the current one.
+    """
+    mine = callbacks.index(sweep)
+    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning)]
+    after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
+    moved = {id(c) for c in (*before, *after)}
+    ordered: list[Callback] = []
+    for callback in callbacks:
+        if callback is sweep:
+            ordered.extend([*before, sweep, *after])
+        elif id(callback) not in moved:
+            ordered.append(callback)
+    return ordered
 
 
 @dataclass(frozen=True)
@@ -166,6 +187,7 @@ class LRSweep(Callback):
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
+        trainer.callbacks = order_callbacks(trainer.callbacks, self)
         self._attr = find_lr_attr(pl_module, self.attr_name)
         if self._attr is None and self.update_attr:
             raise ValueError(
@@ -197,7 +219,7 @@ class LRSweep(Callback):
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
         if outcome.lr is None:
-            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}).")
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}; {result.note}).")
             reason = f"no suggestion: {outcome.reason}"
         else:
             self._apply(trainer, pl_module, previous, outcome.lr)
@@ -239,7 +261,7 @@ class LRSweep(Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
-        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr)
+        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr, trainer.callbacks)
 
     def _record(
         self,

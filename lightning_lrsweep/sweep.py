@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from lightning_lrsweep.apply import group_weights, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
@@ -57,15 +58,46 @@ def train_data(trainer: pl.Trainer) -> Any:
     return trainer.train_dataloader
 
 
-def batch_stream(iterables: Any) -> Iterator[Any]:
-    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends."""
+def batch_stream(iterables: Any, limit: float = math.inf) -> Iterator[Any]:
+    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends.
+
+    A pass ends after ``limit`` batches (the trainer's ``limit_train_batches``), as a training epoch does.
+    """
     while True:
         empty = True
-        for batch, _, _ in CombinedLoader(iterables, "max_size_cycle"):
+        for i, (batch, _, _) in enumerate(CombinedLoader(iterables, "max_size_cycle")):
+            if i >= limit:
+                break
             empty = False
             yield batch
         if empty:
             raise ValueError("LRSweep needs training data, but the train dataloader yielded no batch.")
+
+
+@contextmanager
+def private_iterators(iterables: Any) -> Iterator[None]:
+    """Give each loader with persistent workers a private iterator for the sweep, then put the live one back.
+
+    Such a loader keeps one iterator and resets it on every ``iter()``: a sweep pass would rewind the
+    epoch's live iterator, and the epoch would then miss or repeat batches. The sweep's own workers
+    are shut down when it ends.
+    """
+    loaders = [
+        dl
+        for dl in CombinedLoader(iterables).flattened
+        if isinstance(dl, DataLoader) and dl.persistent_workers and dl.num_workers > 0
+    ]
+    live = [(dl, dl._iterator) for dl in loaders]
+    for dl in loaders:
+        dl._iterator = None
+    try:
+        yield
+    finally:
+        for dl, iterator in live:
+            own = dl._iterator
+            if own is not None and own is not iterator:
+                own._shutdown_workers()
+            dl._iterator = iterator
 
 
 def _ignore(*_: Any, **__: Any) -> None:
@@ -163,6 +195,16 @@ class _StepRunner:
     def _count_step(self, *_: Any) -> None:
         self.step_calls += 1
 
+    def _prepare(self, batch: Any) -> Any:
+        """Do to a batch what the training loop does before ``training_step``.
+
+        That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
+        the move to the device and ``on_after_batch_transfer``.
+        """
+        batch = self.strategy.precision_plugin.convert_input(batch)
+        batch = self.strategy.lightning_module._on_before_batch_transfer(batch, dataloader_idx=0)
+        return self.strategy.batch_to_device(batch, dataloader_idx=0)
+
     def _forward(self) -> tuple[torch.Tensor, float]:
         """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
 
@@ -171,7 +213,7 @@ class _StepRunner:
         """
         world = self.strategy.world_size
         for _ in range(MAX_EMPTY_STEPS):
-            batch = self.strategy.batch_to_device(next(self.batches), dataloader_idx=0)
+            batch = self._prepare(next(self.batches))
             error: Exception | None = None
             loss = None
             try:
@@ -242,7 +284,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
     snapshot = Snapshot(pl_module, [optimizer], schedulers, scaler, data, device=config.snapshot_device)
     started = time.perf_counter()
     try:
-        with isolated(trainer, pl_module):
+        with isolated(trainer, pl_module), private_iterators(data):
             recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config)
     finally:
         snapshot.restore()
@@ -266,7 +308,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
 def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig) -> tuple[_Recorder, str]:
     """Step through the LR schedule until it ends or the loss diverges."""
     weights = group_weights(optimizer)
-    runner = _StepRunner(trainer, optimizer, batch_stream(data))
+    runner = _StepRunner(trainer, optimizer, batch_stream(data, trainer.num_training_batches))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
     recorder = _Recorder(config.smoothing, config.early_stop_threshold)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
