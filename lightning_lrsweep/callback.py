@@ -100,6 +100,8 @@ class LRSweep(Callback):
         max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
         sweep_at_fit_start: run the fit-start sweep.
         snapshot_device: keep the restore copy beside the model (``None``) or in CPU memory (``"cpu"``).
+        optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
+            and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
@@ -130,6 +132,7 @@ class LRSweep(Callback):
         max_change: float = 2.0,
         sweep_at_fit_start: bool = True,
         snapshot_device: str | None = None,
+        optimizer_idx: int | None = None,
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -140,6 +143,7 @@ class LRSweep(Callback):
             smoothing=smoothing,
             suggestion=suggestion,
             snapshot_device=snapshot_device,
+            optimizer_idx=optimizer_idx,
         )
         if every_n_epochs is not None and (
             isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
@@ -200,7 +204,7 @@ class LRSweep(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
             return
-        only_optimizer(trainer)  # refuse several optimizers before any step
+        only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
         if self.sweep_at_fit_start:
             self._fit_start_sweep(trainer, pl_module)
 
@@ -212,7 +216,7 @@ class LRSweep(Callback):
     # -- what ----------------------------------------------------------------------------------
 
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
         result = run_sweep(trainer, self.config)
         outcome = result.suggest()
@@ -228,7 +232,7 @@ class LRSweep(Callback):
         self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
         result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high))
@@ -261,7 +265,9 @@ class LRSweep(Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
-        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr, trainer.callbacks)
+        apply_lr(
+            pl_module, only_optimizer(trainer, self.config.optimizer_idx), schedulers, old, new, attr, trainer.callbacks
+        )
 
     def _record(
         self,

@@ -34,19 +34,27 @@ class SweepStepError(RuntimeError):
     """Another rank raised during a sweep step; this rank stopped with it instead of hanging."""
 
 
-def only_optimizer(trainer: pl.Trainer) -> Optimizer:
-    """The trainer's single optimizer.
+def only_optimizer(trainer: pl.Trainer, index: int | None = None) -> Optimizer:
+    """The optimizer to sweep: the trainer's only one, or ``trainer.optimizers[index]``.
 
     Raises:
-        ValueError: the module configured no optimizer, or more than one.
+        ValueError: no optimizer; several and no ``index``; or ``index`` out of range.
     """
     optimizers = trainer.optimizers
-    if len(optimizers) != 1:
+    if not optimizers:
+        raise ValueError("LRSweep needs an optimizer, but `configure_optimizers` returned none.")
+    if index is None and len(optimizers) > 1:
         raise ValueError(
-            f"LRSweep sweeps exactly one optimizer, but `configure_optimizers` returned {len(optimizers)}. "
-            "Return a single optimizer (param groups with different LRs are fine)."
+            f"LRSweep sweeps one optimizer, but `configure_optimizers` returned {len(optimizers)}. Pass "
+            f"`optimizer_idx` (0 to {len(optimizers) - 1}) to choose which; the others keep their LRs, or return a "
+            "single optimizer (param groups with different LRs are fine)."
         )
-    return optimizers[0]
+    if index is not None and index >= len(optimizers):
+        raise ValueError(
+            f"`optimizer_idx={index}` is out of range: `configure_optimizers` returned {len(optimizers)} "
+            f"optimizer(s), so it must be 0 to {len(optimizers) - 1}."
+        )
+    return optimizers[index or 0]
 
 
 def train_data(trainer: pl.Trainer) -> Any:
@@ -277,11 +285,11 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
         ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
     """
     pl_module = trainer.lightning_module
-    optimizer = only_optimizer(trainer)
+    optimizer = only_optimizer(trainer, config.optimizer_idx)
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
     schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
     scaler = getattr(trainer.precision_plugin, "scaler", None)
-    snapshot = Snapshot(pl_module, [optimizer], schedulers, scaler, data, device=config.snapshot_device)
+    snapshot = Snapshot(pl_module, trainer.optimizers, schedulers, scaler, data, device=config.snapshot_device)
     started = time.perf_counter()
     try:
         with isolated(trainer, pl_module), private_iterators(data):

@@ -57,7 +57,8 @@ class LRSweepTuner:
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
             **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device`` (see :class:`~lightning_lrsweep.LRSweep`).
+                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``
+                (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
             TypeError: an unknown sweep argument.

@@ -392,3 +392,82 @@ def test_retune_at_the_unfreeze_epoch_sees_the_backbone_and_persists(sweep_first
     assert swept_bf.previous_backbone_lr == plain_bf.previous_backbone_lr
     head, backbone = (g["lr"] for g in swept[1].optimizers[0].param_groups)
     assert head == 2 * APPLIED and backbone == pytest.approx(2 * APPLIED * 0.1 * 2**2)  # x2 per epoch
+
+
+# -- several optimizers ---------------------------------------------------------------------------
+
+
+class GAN(pl.LightningModule):
+    """A tiny GAN with manual optimization: the discriminator steps, then the generator.
+
+    ``training_step`` returns the loss of the optimizer being swept (``sweep``: 0 generator, 1 discriminator).
+    """
+
+    def __init__(self, lr: float = 0.05, lr_d: float = 0.01, sweep: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 8))
+        self.discriminator = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+        self.other_lrs: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, _ = batch
+        opt_g, opt_d = self.optimizers()
+        if is_sweep_step(self):
+            self.other_lrs.append(self.trainer.optimizers[1 - self.hparams.sweep].param_groups[0]["lr"])
+        bce = nn.functional.binary_cross_entropy_with_logits
+        fake = self.generator(torch.randn(x.shape[0], 4))
+        real_logits, fake_logits = self.discriminator(x), self.discriminator(fake.detach())
+        d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        fooled = self.discriminator(fake)
+        g_loss = bce(fooled, torch.ones_like(fooled))
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.log_dict({"g_loss": g_loss, "d_loss": d_loss})
+        return g_loss if self.hparams.sweep == 0 else d_loss
+
+    def configure_optimizers(self) -> Any:
+        lr_g, lr_d = self.hparams.lr, self.hparams.lr_d
+        return [
+            torch.optim.Adam(self.generator.parameters(), lr=lr_g),
+            torch.optim.Adam(self.discriminator.parameters(), lr=lr_d),
+        ]
+
+
+def test_gan_sweeps_the_chosen_optimizer_and_leaves_the_other_alone():
+    _, _, (model, t) = check_cell(GAN, sweep_kwargs={"optimizer_idx": 0})
+    assert set(model.other_lrs) == {0.01} and len(model.other_lrs) == 40  # the discriminator's LR never moved
+    assert t.optimizers[0].param_groups[0]["lr"] == APPLIED and t.optimizers[1].param_groups[0]["lr"] == 0.01
+
+
+def test_gan_discriminator_chosen_by_index_and_attr_name():
+    sweep = sweep_callback(optimizer_idx=1, attr_name="lr_d", suggestion=lambda r: 0.02)
+    model, t = run(lambda lr: GAN(lr=lr, sweep=1), APPLIED, [sweep])
+    assert model.hparams.lr_d == 0.02 and t.optimizers[1].param_groups[0]["lr"] == 0.02
+    assert model.hparams.lr == APPLIED and t.optimizers[0].param_groups[0]["lr"] == APPLIED
+    assert set(model.other_lrs) == {APPLIED}
+
+
+@pytest.mark.parametrize(
+    ("index", "match"),
+    [
+        (None, r"returned 2\. Pass `optimizer_idx` \(0 to 1\) to choose which"),
+        (2, r"`optimizer_idx=2` is out of range: .* returned 2 optimizer\(s\), so it must be 0 to 1"),
+    ],
+)
+def test_several_optimizers_without_a_valid_choice_are_refused_before_any_step(index, match):
+    t = trainer(callbacks=[sweep_callback(optimizer_idx=index)])
+    with pytest.raises(ValueError, match=match):
+        t.fit(GAN(), loader())
+    assert t.global_step == 0
+
+
+@pytest.mark.parametrize("index", [-1, 1.0, True])
+def test_bad_optimizer_idx_is_named(index):
+    with pytest.raises(ValueError, match=r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0"):
+        sweep_callback(optimizer_idx=index)
