@@ -60,6 +60,8 @@ def run(
     seed_everything(7)
     model = model_fn(lr)
     val = trainer_kwargs.pop("val_dataloaders", None)
+    if callable(trainer_kwargs.get("plugins")):  # a fresh plugin (and grad scaler) for every fit
+        trainer_kwargs["plugins"] = trainer_kwargs["plugins"]()
     t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
     if datamodule is not None:
         t.fit(model, datamodule=datamodule())

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     StochasticWeightAveraging,
 )
+from lightning.pytorch.plugins.precision import MixedPrecision
 from matrix import (
     APPLIED,
     START,
@@ -64,6 +65,28 @@ def test_gradient_clipping(algorithm):
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
 def test_bf16_precision_on_cpu(precision):
     check_cell(Classifier, precision=precision)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_fp16_mixed_skipped_scaler_steps_do_not_advance_the_lr(device):
+    """``16-mixed`` with a grad scaler (Lightning's on GPU; given explicitly on CPU) that starts too high.
+
+    The first steps overflow and are skipped by the scaler; the sweep repeats their LR instead of moving on.
+    """
+
+    def plugins() -> list[Any]:
+        return [MixedPrecision("16-mixed", device, scaler=torch.amp.GradScaler(device, init_scale=2.0**24))]
+
+    accelerator = "gpu" if device == "cuda" else "cpu"
+    sweep, _, (model, t) = check_cell(LRSpy, plugins=plugins, accelerator=accelerator)
+    swept_lrs = [lr for record in sweep.history for lr in record.result.lrs.tolist()]
+    changes = [lr for i, lr in enumerate(model.sweep_lrs) if i == 0 or lr != model.sweep_lrs[i - 1]]
+    assert changes == swept_lrs  # each swept LR once, in order
+    assert len(model.sweep_lrs) > len(swept_lrs)  # skipped steps were repeated at the same LR
+    assert t.precision_plugin.scaler.get_scale() < 2.0**24  # training itself also skipped (restored scaler)
 
 
 class Manual(Classifier):
