@@ -187,7 +187,7 @@ class LRSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._enabled = not trainer.fast_dev_run
+        self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
@@ -235,7 +235,7 @@ class LRSweep(Callback):
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high))
+        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current))
         decision = self._decide(result, current)
         if decision.clamped:
             rank_zero_warn(

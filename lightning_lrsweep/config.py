@@ -33,6 +33,9 @@ class SweepConfig:
         snapshot_device: where the restore copy is kept: ``None`` (beside the model) or ``"cpu"``.
         optimizer_idx: which of several optimizers to sweep (``None``: the only one). The others keep their
             LRs; with manual optimization ``training_step`` still steps them, and all are restored afterwards.
+        min_stop_lr: below this LR the divergence stop is ignored (NaN/Inf still stop). A re-tune sets it
+            to the LR training ran at: the loss cannot truly diverge below it, so a rise there is noise
+            (a well-trained model's loss is tiny, and 4x a tiny loss is one noisy batch).
     """
 
     min_lr: float = 1e-7
@@ -44,6 +47,7 @@ class SweepConfig:
     suggestion: SuggestionRule = "valley"
     snapshot_device: str | None = None
     optimizer_idx: int | None = None
+    min_stop_lr: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.min_lr > 0:

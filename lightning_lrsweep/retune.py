@@ -5,7 +5,9 @@ edge), not which LR gives the best final model; training at an LR drives the edg
 So the rule treats the curve as a measurement of the edge, moves only on clear evidence, and bounds
 every move:
 
-- down, when the loss already rises at the current LR (the edge lies below it);
+- down, when the loss already rises clearly below the current LR (the edge lies more than
+  ``down_margin`` below it: a sweep resolves the edge to a few steps, and training at an LR drives
+  the edge to about that LR, so an edge *at* the current LR is no evidence);
 - up, when the edge lies so far above the current LR that the fit-start spacing between edge and
   LR, kept from the fit-start sweep, would put the LR more than ``up_margin`` times higher;
 - otherwise it keeps the current LR.
@@ -51,6 +53,7 @@ def edge_retune(
     max_change: float = 2.0,
     up_margin: float = 2.0,
     diverged: bool = True,
+    down_margin: float = 1.5,
 ) -> RetuneDecision:
     """Decide the LR after a mid-training sweep with the stability-edge rule (see the module docstring).
 
@@ -61,6 +64,7 @@ def edge_retune(
         max_change: the largest factor one re-tune may move the LR by.
         up_margin: how much higher the target must be before the LR goes up.
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
+        down_margin: how far below the current LR the edge must lie before the LR goes down.
 
     Example:
         >>> import numpy as np
@@ -73,7 +77,7 @@ def edge_retune(
     if edge is None:
         return RetuneDecision(current_lr, None, "too few finite points to locate the stability edge")
     target = edge.lr / distance
-    if edge.lr < current_lr and target < current_lr:
+    if edge.lr * down_margin < current_lr and target < current_lr:
         lr, clamped = bound_change(target, current_lr, max_change)
         return RetuneDecision(lr, target, f"the loss rises from {edge.lr:.3g}, below the current LR", clamped)
     if target > current_lr * up_margin:

@@ -144,26 +144,40 @@ def suggest(curve: Curve, method: str) -> Suggestion:
 
 
 class Edge(NamedTuple):
-    """Where the loss stops falling: the LR of the lowest zero-lag-smoothed loss."""
+    """Where the loss stops falling and starts to rise."""
 
     lr: float
     censored: bool
-    """True when the loss was still falling at the sweep's last point (the edge lies above it)."""
+    """True when the loss never rose clearly within the sweep (the edge lies above its last LR)."""
+
+
+EDGE_RELATIVE_TOLERANCE = 0.02
+"""A rise smaller than this fraction of the lowest loss is not yet a rise."""
 
 
 def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
-    """Locate the stability edge on the smoothed curve; ``None`` if the curve is too short.
+    """The largest LR after which the smoothed loss stays clearly above its minimum.
+
+    A mid-training curve is often flat and noisy before it rises; the position of its lowest point is
+    then mostly noise. So the edge is where the smoothed loss leaves the band ``minimum + tolerance``
+    for good, the tolerance being twice the raw loss's noise (median absolute deviation from the
+    smoothed curve) plus 2% of the minimum. ``None`` when the curve is too short.
 
     Args:
         curve: the sweep's curve.
-        diverged: whether the sweep stopped on a blow-up; if not, a minimum at the last points is censored.
+        diverged: whether the sweep stopped on a blow-up; if not and the loss ends inside the band, the
+            edge is censored at the last LR.
     """
     usable = finite_prefix(curve)
     if len(usable.lrs) < MIN_POINTS:
         return None
-    lowest = int(np.argmin(usable.smoothed))
-    censored = not diverged and lowest >= len(usable.lrs) - 2
-    return Edge(float(usable.lrs[lowest]), censored)
+    smooth = usable.smoothed
+    lowest = int(np.argmin(smooth))
+    noise = 1.4826 * float(np.median(np.abs(usable.losses - smooth)))
+    tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(float(smooth[lowest]))
+    inside = np.nonzero(smooth <= smooth[lowest] + tolerance)[0]
+    last_inside = int(inside[-1])
+    return Edge(float(usable.lrs[last_inside]), censored=not diverged and last_inside == len(smooth) - 1)
 
 
 def zero_lag_window(num_points: int) -> int:

@@ -26,6 +26,9 @@ from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
 from lightning_lrsweep.snapshot import Snapshot
 
+WARMUP_POINTS = 5
+"""Points recorded before the divergence stop compares against the best smoothed loss."""
+
 MAX_EMPTY_STEPS = 10
 """Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
 
@@ -158,8 +161,8 @@ def _loss_of(output: Any) -> torch.Tensor | None:
 class _Recorder:
     """Records (LR, loss) pairs, smooths online with a bias-corrected EMA, and decides when to stop."""
 
-    def __init__(self, smoothing: float, threshold: float | None) -> None:
-        self.beta, self.threshold = smoothing, threshold
+    def __init__(self, smoothing: float, threshold: float | None, min_stop_lr: float = 0.0) -> None:
+        self.beta, self.threshold, self.min_stop_lr = smoothing, threshold, min_stop_lr
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self.smoothed: list[float] = []
@@ -175,9 +178,11 @@ class _Recorder:
         self.smoothed.append(smoothed)
         if not math.isfinite(loss):
             return "non_finite"
+        if len(self.losses) < WARMUP_POINTS:
+            return None  # a best taken from one or two raw losses is noise
         self._best = min(self._best, smoothed)
         limit = self._best + (self.threshold - 1) * abs(self._best) if self.threshold is not None else math.inf
-        if len(self.losses) > 1 and smoothed > limit:
+        if lr > self.min_stop_lr and smoothed > limit:
             return "diverged"
         return None
 
@@ -187,6 +192,7 @@ class _StepRunner:
 
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
+        self.world_size = trainer.world_size
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
         self.batch_idx = 0
         self.step_calls = 0
@@ -219,7 +225,7 @@ class _StepRunner:
         One all-reduce of three numbers per micro-batch carries the loss, whether each rank has one, and
         whether any rank raised, so a failure or a NaN on one rank stops all of them together.
         """
-        world = self.strategy.world_size
+        world = self.world_size
         for _ in range(MAX_EMPTY_STEPS):
             batch = self._prepare(next(self.batches))
             error: Exception | None = None
@@ -318,7 +324,7 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
     weights = group_weights(optimizer)
     runner = _StepRunner(trainer, optimizer, batch_stream(data, trainer.num_training_batches))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
-    recorder = _Recorder(config.smoothing, config.early_stop_threshold)
+    recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode)
     k, skipped = 0, 0
@@ -333,7 +339,7 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
                 if hasattr(exc, "add_note"):
                     exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g})")
                 raise
-            if scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
+            if scaler is not None and scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                 skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                 continue
             stop_reason = recorder.add(lr, loss)

@@ -67,11 +67,11 @@ class LRSweepTuner:
         config = SweepConfig(**sweep_args)
         probe = _SweepOnce(config)
         trainer = self.trainer
-        trainer.callbacks.append(probe)
+        trainer.callbacks.append(probe)  # type: ignore[attr-defined]
         try:
             trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
         finally:
-            trainer.callbacks.remove(probe)
+            trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
         if probe.result is None:
             raise RuntimeError("The LR sweep did not run: the trainer ended `fit` before `on_fit_start`.")

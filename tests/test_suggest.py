@@ -89,10 +89,20 @@ def test_zero_lag_curve_drops_non_finite_tail_and_smooths_without_lag():
     np.testing.assert_allclose(smooth.smoothed, centered_mean(losses[:-3], 9))
 
 
-def test_stability_edge_is_the_lowest_point_and_censored_without_divergence():
+def test_stability_edge_is_where_the_loss_leaves_its_minimum_and_censored_without_divergence():
     curve = range_test_curve()
     edge = stability_edge(curve, diverged=True)
-    assert edge is not None and edge.lr == curve.lrs[np.argmin(curve.smoothed)] and not edge.censored
+    lowest = int(np.argmin(curve.smoothed))
+    assert edge is not None and not edge.censored
+    assert curve.lrs[lowest] <= edge.lr <= curve.lrs[lowest + 3]
+
+
+def test_stability_edge_sees_through_noise_on_a_flat_curve():
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(1e-3, 10, 60)
+    losses = 0.2 + rng.normal(0, 0.04, 60) + np.where(lrs > 0.5, (lrs / 0.5 - 1), 0.0)
+    edge = stability_edge(zero_lag_curve(lrs, losses), diverged=True)
+    assert edge is not None and 0.2 < edge.lr < 1.5, edge
     falling = np.linspace(5, 1, 20)
     open_ended = stability_edge(Curve(np.geomspace(1e-3, 1, 20), falling, falling), diverged=False)
     assert open_ended is not None and open_ended.censored
