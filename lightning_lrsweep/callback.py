@@ -191,7 +191,7 @@ class LRSweep(Callback):
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
-        trainer.callbacks = order_callbacks(trainer.callbacks, self)
+        trainer.callbacks = order_callbacks(trainer.callbacks, self)  # type: ignore[attr-defined]
         self._attr = find_lr_attr(pl_module, self.attr_name)
         if self._attr is None and self.update_attr:
             raise ValueError(
@@ -266,7 +266,13 @@ class LRSweep(Callback):
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
         apply_lr(
-            pl_module, only_optimizer(trainer, self.config.optimizer_idx), schedulers, old, new, attr, trainer.callbacks
+            pl_module,
+            only_optimizer(trainer, self.config.optimizer_idx),
+            schedulers,
+            old,
+            new,
+            attr,
+            trainer.callbacks,  # type: ignore[attr-defined]
         )
 
     def _record(

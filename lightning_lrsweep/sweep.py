@@ -107,7 +107,7 @@ def private_iterators(iterables: Any) -> Iterator[None]:
         for dl, iterator in live:
             own = dl._iterator
             if own is not None and own is not iterator:
-                own._shutdown_workers()
+                own._shutdown_workers()  # type: ignore[attr-defined]  # persistent workers: a multiprocessing iterator
             dl._iterator = iterator
 
 
@@ -215,8 +215,10 @@ class _StepRunner:
         That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
         the move to the device and ``on_after_batch_transfer``.
         """
+        module = self.strategy.lightning_module
+        assert module is not None
         batch = self.strategy.precision_plugin.convert_input(batch)
-        batch = self.strategy.lightning_module._on_before_batch_transfer(batch, dataloader_idx=0)
+        batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
         return self.strategy.batch_to_device(batch, dataloader_idx=0)
 
     def _forward(self) -> tuple[torch.Tensor, float]:
