@@ -494,3 +494,11 @@ def test_several_optimizers_without_a_valid_choice_are_refused_before_any_step(i
 def test_bad_optimizer_idx_is_named(index):
     with pytest.raises(ValueError, match=r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0"):
         sweep_callback(optimizer_idx=index)
+
+
+def test_lr_monitor_listed_first_logs_the_retuned_lr_of_its_epoch():
+    logger = MemoryLogger()
+    sweep = sweep_callback(every_n_epochs=None, milestones=[1], retune_suggestion=lambda r: 2 * APPLIED)
+    run(Classifier, START, [LearningRateMonitor(logging_interval="epoch"), sweep], epochs=2, logger=logger)
+    logged = [m["lr-SGD"] for _, m in logger.logged if "lr-SGD" in m]
+    assert logged == [APPLIED, 2 * APPLIED]  # logged after the fit-start sweep and the re-tune, not before
