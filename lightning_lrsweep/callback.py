@@ -30,7 +30,9 @@ def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback
     log the re-tuned LR. Everything else keeps its place. A new list is returned, because Lightning may be
     iterating over the current one.
     """
-    mine = callbacks.index(sweep)
+    if not any(c is sweep for c in callbacks):
+        return list(callbacks)
+    mine = next(i for i, c in enumerate(callbacks) if c is sweep)
     before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning)]
     after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
     moved = {id(c) for c in (*before, *after)}
@@ -75,7 +77,9 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds. It runs
+    after finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they
+    log the re-tuned LR), whatever the order of the callbacks list.
 
     Args:
         min_lr: first LR of the fit-start sweep.

@@ -502,3 +502,17 @@ def test_lr_monitor_listed_first_logs_the_retuned_lr_of_its_epoch():
     run(Classifier, START, [LearningRateMonitor(logging_interval="epoch"), sweep], epochs=2, logger=logger)
     logged = [m["lr-SGD"] for _, m in logger.logged if "lr-SGD" in m]
     assert logged == [APPLIED, 2 * APPLIED]  # logged after the fit-start sweep and the re-tune, not before
+
+
+def test_order_callbacks_moves_only_finetuning_before_and_monitors_after():
+    from lightning_lrsweep.callback import order_callbacks
+
+    sweep, other, finetune, monitor, late_monitor = (
+        sweep_callback(),
+        Callback(),
+        finetuning()[0],
+        *[LearningRateMonitor() for _ in range(2)],
+    )
+    ordered = order_callbacks([monitor, sweep, other, finetune, late_monitor], sweep)
+    assert ordered == [finetune, sweep, monitor, other, late_monitor]
+    assert order_callbacks([other], sweep) == [other]
