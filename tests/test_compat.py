@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 from lightning_lrsweep import LRSweepTuner
+from lightning_lrsweep.callback import order_callbacks
 
 # -- optimization settings ------------------------------------------------------------------------
 
@@ -505,14 +506,8 @@ def test_lr_monitor_listed_first_logs_the_retuned_lr_of_its_epoch():
 
 
 def test_order_callbacks_moves_only_finetuning_before_and_monitors_after():
-    from lightning_lrsweep.callback import order_callbacks
-
-    sweep, other, finetune, monitor, late_monitor = (
-        sweep_callback(),
-        Callback(),
-        finetuning()[0],
-        *[LearningRateMonitor() for _ in range(2)],
-    )
+    sweep, other, finetune = sweep_callback(), Callback(), finetuning()[0]
+    monitor, late_monitor = LearningRateMonitor(), LearningRateMonitor()
     ordered = order_callbacks([monitor, sweep, other, finetune, late_monitor], sweep)
     assert ordered == [finetune, sweep, monitor, other, late_monitor]
     assert order_callbacks([other], sweep) == [other]
