@@ -122,6 +122,17 @@ def scheduled(kind: str, interval: str = "epoch"):
                 "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total),
                 "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0, factor=0.5),
                 "warmup": lambda: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 6)),
+                "sequential": lambda: torch.optim.lr_scheduler.SequentialLR(
+                    opt,
+                    [
+                        torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=3),
+                        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4),
+                    ],
+                    milestones=[3],
+                ),
+                "cyclic": lambda: torch.optim.lr_scheduler.CyclicLR(
+                    opt, base_lr=self.hparams.lr / 10, max_lr=self.hparams.lr, step_size_up=2
+                ),
             }[kind]()
             config = {"scheduler": scheduler, "interval": interval, "monitor": "val_loss"}
             return {"optimizer": opt, "lr_scheduler": config}
@@ -139,7 +150,15 @@ class TraceLR(Callback):
 
 @pytest.mark.parametrize(
     ("kind", "interval"),
-    [("step", "epoch"), ("step", "step"), ("cosine", "step"), ("plateau", "epoch"), ("warmup", "step")],
+    [
+        ("step", "epoch"),
+        ("step", "step"),
+        ("cosine", "step"),
+        ("plateau", "epoch"),
+        ("warmup", "step"),
+        ("sequential", "step"),
+        ("cyclic", "step"),
+    ],
 )
 def test_schedulers_follow_the_applied_lr(kind, interval):
     traces: list[TraceLR] = []
