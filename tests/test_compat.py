@@ -277,6 +277,15 @@ def test_persistent_workers_epochs_still_see_every_batch_once():
     assert len(model.sweep_ids) == 16 * 40
 
 
+class TwoSources(Classifier):
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return super().training_step(batch["a"], batch_idx) + super().training_step(batch["b"], batch_idx)
+
+
+def test_several_train_loaders_in_a_dict():
+    check_cell(TwoSources, data=lambda: {"a": loader(n=64), "b": loader(n=32, seed=1)})
+
+
 def test_val_check_interval():
     check_cell(Val, data=lambda: loader(n=128), val_dataloaders=loader(n=64, shuffle=False), val_check_interval=0.5)
 
