@@ -108,3 +108,17 @@ def test_minimum_is_clamped_to_the_swept_range():
     lrs = np.geomspace(1e-3, 1e-2, 10)  # a narrow sweep: lowest loss / 10 falls below its start
     losses = np.array([5, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=float)
     assert suggest(Curve(lrs, losses, losses), "minimum").lr == lrs[0]
+
+
+@FAST
+@given(
+    losses=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=200),
+    method=st.sampled_from(sorted(METHODS)),
+)
+def test_any_floats_at_all_never_raise(losses, method):
+    losses = np.array(losses)
+    lrs = np.geomspace(1e-6, 1, len(losses))
+    with np.errstate(all="ignore"):
+        for curve in (Curve(lrs, losses, losses), zero_lag_curve(lrs, losses)):
+            outcome = suggest(curve, method)
+            assert outcome.lr is None or lrs[0] <= outcome.lr <= lrs[-1]
