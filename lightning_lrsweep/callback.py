@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BaseFinetuning, Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import BaseFinetuning, Callback, GradientAccumulationScheduler, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
@@ -25,15 +26,15 @@ RetuneRule = str | Callable[[SweepResult], "float | None"]
 def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
     """A new callback list in which ``sweep``'s epoch-start re-tune sees what the others change and show.
 
-    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) move before
-    ``sweep``, so a re-tune sweeps the model that epoch will train; LR monitors move after it, so they
-    log the re-tuned LR. Everything else keeps its place. A new list is returned, because Lightning may be
-    iterating over the current one.
+    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) and gradient
+    accumulation schedulers move before ``sweep``, so a re-tune sweeps the model and the batch size that
+    epoch will train with; LR monitors move after it, so they log the re-tuned LR. Everything else keeps
+    its place. A new list is returned, because Lightning may be iterating over the current one.
     """
     if not any(c is sweep for c in callbacks):
         return list(callbacks)
     mine = next(i for i, c in enumerate(callbacks) if c is sweep)
-    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning)]
+    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning | GradientAccumulationScheduler)]
     after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
     moved = {id(c) for c in (*before, *after)}
     ordered: list[Callback] = []
@@ -43,6 +44,24 @@ def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback
         elif id(callback) not in moved:
             ordered.append(callback)
     return ordered
+
+
+@contextmanager
+def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
+    """Accumulate as the coming epoch will, while a fit-start sweep runs.
+
+    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
+    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
+    """
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
+    previous = trainer.accumulate_grad_batches
+    if scheduler is not None:
+        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
+    try:
+        yield
+    finally:
+        trainer.accumulate_grad_batches = previous
 
 
 @dataclass(frozen=True)
@@ -222,7 +241,8 @@ class LRSweep(Callback):
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
-        result = run_sweep(trainer, self.config)
+        with first_epoch_accumulation(trainer):
+            result = run_sweep(trainer, self.config)
         outcome = result.suggest()
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)

@@ -123,8 +123,11 @@ def check_cell(
 ) -> tuple[LRSweep, tuple[pl.LightningModule, pl.Trainer], tuple[pl.LightningModule, pl.Trainer]]:
     """Fit plainly at APPLIED and with sweeps from START; assert the sweeps ran, applied, and left no trace."""
     plain = run(model_fn, APPLIED, extra(), epochs=epochs, **fit_kwargs)
-    sweep = sweep_callback(**(sweep_kwargs or {}))
-    swept = run(model_fn, START, [sweep, *extra()], epochs=epochs, **fit_kwargs)
+    sweep_kwargs = dict(sweep_kwargs or {})
+    sweep_first = sweep_kwargs.pop("sweep_first", True)
+    sweep = sweep_callback(**sweep_kwargs)
+    callbacks = [sweep, *extra()] if sweep_first else [*extra(), sweep]
+    swept = run(model_fn, START, callbacks, epochs=epochs, **fit_kwargs)
     ran = plain[1].current_epoch  # fewer than `epochs` when a callback stopped the fit
     assert [r.kind for r in sweep.history] == ["fit_start"] + ["retune"] * (ran - 1), [r.kind for r in sweep.history]
     assert all(len(r.result.lrs) >= 20 for r in sweep.history), [len(r.result.lrs) for r in sweep.history]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from lightning.pytorch.callbacks import (
     BackboneFinetuning,
     Callback,
     EarlyStopping,
+    EMAWeightAveraging,
+    GradientAccumulationScheduler,
     LearningRateMonitor,
     ModelCheckpoint,
     StochasticWeightAveraging,
@@ -56,6 +59,16 @@ def test_accumulate_grad_batches_changes_the_lr_only_at_optimizer_steps():
     first = sweep.history[0].result
     seen = model.sweep_lrs[: 4 * len(first.lrs)]
     assert seen == [lr for lr in first.lrs.tolist() for _ in range(4)]
+
+
+@pytest.mark.parametrize("sweep_first", [True, False])
+def test_gradient_accumulation_scheduler_sets_the_batch_size_each_sweep_measures(sweep_first):
+    def extra() -> list[Any]:
+        return [GradientAccumulationScheduler({0: 2, 1: 4})]
+
+    sweep, _, (model, _) = check_cell(LRSpy, extra=extra, sweep_kwargs={"sweep_first": sweep_first})
+    per_point = [len(list(run)) for _, run in itertools.groupby(model.sweep_lrs)]
+    assert per_point == [2] * 20 + [4] * 20  # fit start: epoch 0's 2; the epoch-1 re-tune: epoch 1's 4
 
 
 @pytest.mark.parametrize("algorithm", ["norm", "value"])
@@ -373,6 +386,10 @@ def test_lr_monitor_logs_as_in_a_plain_fit(interval):
     assert swept[0].hparams.lr == plain[0].hparams.lr == APPLIED
     lr_logs = [[(s, m) for s, m in log.logged if any(k.startswith("lr-") for k in m)] for log in loggers]
     assert lr_logs[0] == lr_logs[1] and len(lr_logs[0]) >= 2
+
+
+def test_ema_weight_averaging():
+    check_cell(Classifier, extra=lambda: [EMAWeightAveraging(decay=0.9)])
 
 
 def test_stochastic_weight_averaging():
