@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import _TunerExitException
 from typing_extensions import override
 
+from lightning_lrsweep.callback import first_epoch_accumulation
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.sweep import run_sweep
@@ -23,7 +24,8 @@ class _SweepOnce(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.result = run_sweep(trainer, self.config)
+        with first_epoch_accumulation(trainer):
+            self.result = run_sweep(trainer, self.config)
         raise _TunerExitException()
 
 

@@ -556,3 +556,10 @@ def test_order_callbacks_moves_only_finetuning_before_and_monitors_after():
     ordered = order_callbacks([monitor, sweep, other, finetune, late_monitor], sweep)
     assert ordered == [finetune, sweep, monitor, other, late_monitor]
     assert order_callbacks([other], sweep) == [other]
+
+
+def test_tuner_accumulates_as_the_first_epoch_will():
+    model = LRSpy()
+    t = trainer(callbacks=[GradientAccumulationScheduler({0: 3})])
+    result = LRSweepTuner(t).sweep(model, loader(), num_steps=6, early_stop_threshold=None)
+    assert len(model.sweep_lrs) == 3 * len(result.lrs) == 18
