@@ -14,6 +14,7 @@ from typing_extensions import override
 
 from lightning_lrsweep.apply import LR_ATTR_NAMES, apply_lr, base_lrs, find_lr_attr, get_lr_attr, reference_group
 from lightning_lrsweep.config import SweepConfig, check_suggestion
+from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
 from lightning_lrsweep.schedule import retune_window
@@ -128,7 +129,8 @@ class LRSweep(Callback):
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer).
+            (raised before any training step: no LR attribute, not exactly one optimizer, a strategy that
+            shards parameters or optimizer state such as FSDP or DeepSpeed).
 
     Example:
         >>> from lightning.pytorch import Trainer
@@ -192,10 +194,19 @@ class LRSweep(Callback):
         self.retune_window = retune_window
         self.max_change = max_change
         self.sweep_at_fit_start = sweep_at_fit_start
-        self.history: list[SweepRecord] = []
+        self._history: list[SweepRecord] = []
         self._attr: str | None = None
         self._distance: float | None = None
         self._enabled = True
+        self._returned = SpawnReturn()
+
+    @property
+    def history(self) -> list[SweepRecord]:
+        """Every sweep of the run so far, in order; also in the main process after a ``ddp_spawn`` fit."""
+        received = self._returned.receive()
+        if received is not None:
+            self._history, self._distance = received
+        return self._history
 
     # -- when ----------------------------------------------------------------------------------
 
@@ -210,6 +221,7 @@ class LRSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        check_strategy(trainer)
         self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
@@ -311,7 +323,9 @@ class LRSweep(Callback):
     ) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
         record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
-        self.history.append(record)
+        self._history.append(record)
+        if trainer.is_global_zero:
+            self._returned.send((self._history, self._distance))  # home from a ddp_spawn worker; no-op otherwise
         shown = f"{applied:.3g}" if applied is not None else "unchanged"
         rank_zero_info(
             f"LRSweep {kind} sweep at epoch {record.epoch}: {len(result.lrs)} steps, stopped by {result.stop_reason}; "

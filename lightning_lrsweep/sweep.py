@@ -192,7 +192,7 @@ class _StepRunner:
 
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
-        self.world_size = trainer.world_size
+        self.world_size, self.global_rank = trainer.world_size, trainer.global_rank
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
         self.batch_idx = 0
         self.step_calls = 0
@@ -224,10 +224,10 @@ class _StepRunner:
     def _forward(self) -> tuple[torch.Tensor, float]:
         """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
 
-        One all-reduce of three numbers per micro-batch carries the loss, whether each rank has one, and
-        whether any rank raised, so a failure or a NaN on one rank stops all of them together.
+        One all-reduce of four numbers per micro-batch carries the loss, whether each rank has one, and
+        which ranks raised, so a failure or a NaN on one rank stops all of them together.
         """
-        world = self.world_size
+        world, rank = self.world_size, self.global_rank
         for _ in range(MAX_EMPTY_STEPS):
             batch = self._prepare(next(self.batches))
             error: Exception | None = None
@@ -238,14 +238,19 @@ class _StepRunner:
                 error = exc
             self.batch_idx += 1
             value = float(loss.detach().float().mean()) if loss is not None else 0.0
-            stats = torch.tensor([float(error is not None), float(loss is not None), value], dtype=torch.float64)
-            failed, with_loss, total = self.strategy.reduce(
+            raised = float(error is not None)
+            stats = torch.tensor([raised, raised * rank, float(loss is not None), value], dtype=torch.float64)
+            failed, rank_sum, with_loss, total = self.strategy.reduce(
                 stats.to(self.strategy.root_device), reduce_op="sum"
             ).tolist()
             if error is not None:
                 raise error
             if failed:
-                raise SweepStepError("another rank raised during an LR sweep step; see that rank's traceback")
+                who = f"rank {int(rank_sum)}" if failed == 1 else f"{int(failed)} ranks"
+                raise SweepStepError(
+                    f"{who} raised during an LR sweep step, so rank {rank} stopped too; see the traceback of {who} "
+                    "for the cause. Every rank restores its training state."
+                )
             if with_loss == world:
                 assert loss is not None
                 return loss, total / world
@@ -339,7 +344,10 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
                 loss = step()
             except BaseException as exc:
                 if hasattr(exc, "add_note"):
-                    exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g})")
+                    where = f" on rank {trainer.global_rank} of {trainer.world_size}" if trainer.world_size > 1 else ""
+                    exc.add_note(
+                        f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g}{where})"
+                    )
                 raise
             if scaler is not None and scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                 skipped += 1  # the grad scaler skipped the optimizer step: same LR again
