@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback, GradientAccumulationScheduler, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
@@ -21,6 +22,47 @@ from lightning_lrsweep.suggest import stability_edge
 from lightning_lrsweep.sweep import only_optimizer, run_sweep
 
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
+    """A new callback list in which ``sweep``'s epoch-start re-tune sees what the others change and show.
+
+    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) and gradient
+    accumulation schedulers move before ``sweep``, so a re-tune sweeps the model and the batch size that
+    epoch will train with; LR monitors move after it, so they log the re-tuned LR. Everything else keeps
+    its place. A new list is returned, because Lightning may be iterating over the current one.
+    """
+    if not any(c is sweep for c in callbacks):
+        return list(callbacks)
+    mine = next(i for i, c in enumerate(callbacks) if c is sweep)
+    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning | GradientAccumulationScheduler)]
+    after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
+    moved = {id(c) for c in (*before, *after)}
+    ordered: list[Callback] = []
+    for callback in callbacks:
+        if callback is sweep:
+            ordered.extend([*before, sweep, *after])
+        elif id(callback) not in moved:
+            ordered.append(callback)
+    return ordered
+
+
+@contextmanager
+def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
+    """Accumulate as the coming epoch will, while a fit-start sweep runs.
+
+    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
+    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
+    """
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
+    previous = trainer.accumulate_grad_batches
+    if scheduler is not None:
+        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
+    try:
+        yield
+    finally:
+        trainer.accumulate_grad_batches = previous
 
 
 @dataclass(frozen=True)
@@ -55,7 +97,9 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds. It runs
+    after finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they
+    log the re-tuned LR), whatever the order of the callbacks list.
 
     Args:
         min_lr: first LR of the fit-start sweep.
@@ -80,6 +124,8 @@ class LRSweep(Callback):
         max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
         sweep_at_fit_start: run the fit-start sweep.
         snapshot_device: keep the restore copy beside the model (``None``) or in CPU memory (``"cpu"``).
+        optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
+            and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
@@ -111,6 +157,7 @@ class LRSweep(Callback):
         max_change: float = 2.0,
         sweep_at_fit_start: bool = True,
         snapshot_device: str | None = None,
+        optimizer_idx: int | None = None,
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -121,6 +168,7 @@ class LRSweep(Callback):
             smoothing=smoothing,
             suggestion=suggestion,
             snapshot_device=snapshot_device,
+            optimizer_idx=optimizer_idx,
         )
         if every_n_epochs is not None and (
             isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
@@ -178,6 +226,7 @@ class LRSweep(Callback):
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
+        trainer.callbacks = order_callbacks(trainer.callbacks, self)  # type: ignore[attr-defined]
         self._attr = find_lr_attr(pl_module, self.attr_name)
         if self._attr is None and self.update_attr:
             raise ValueError(
@@ -190,7 +239,7 @@ class LRSweep(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
             return
-        only_optimizer(trainer)  # refuse several optimizers before any step
+        only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
         if self.sweep_at_fit_start:
             self._fit_start_sweep(trainer, pl_module)
 
@@ -202,14 +251,15 @@ class LRSweep(Callback):
     # -- what ----------------------------------------------------------------------------------
 
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
-        result = run_sweep(trainer, self.config)
+        with first_epoch_accumulation(trainer):
+            result = run_sweep(trainer, self.config)
         outcome = result.suggest()
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
         if outcome.lr is None:
-            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}).")
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}; {result.note}).")
             reason = f"no suggestion: {outcome.reason}"
         else:
             self._apply(trainer, pl_module, previous, outcome.lr)
@@ -218,7 +268,7 @@ class LRSweep(Callback):
         self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
         result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current))
@@ -251,7 +301,15 @@ class LRSweep(Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
-        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr)
+        apply_lr(
+            pl_module,
+            only_optimizer(trainer, self.config.optimizer_idx),
+            schedulers,
+            old,
+            new,
+            attr,
+            trainer.callbacks,  # type: ignore[attr-defined]
+        )
 
     def _record(
         self,

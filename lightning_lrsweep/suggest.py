@@ -16,6 +16,12 @@ from lightning_lrsweep.smoothing import centered_mean, trailing_mean
 MIN_POINTS = 5
 """Fewer finite points than this and no rule answers."""
 
+FLAT_TOLERANCE = 1e-8
+"""A curve whose spread is below this fraction of its largest magnitude is flat (float noise, not signal).
+
+Relative to the curve's own magnitude, so that multiplying the loss by a constant never makes it flat.
+"""
+
 
 class Curve(NamedTuple):
     """One sweep's measurements: LR per step, raw loss, and the smoothed loss the rules read."""
@@ -46,7 +52,7 @@ def unusable_reason(curve: Curve) -> str | None:
     if n < MIN_POINTS:
         return f"only {n} finite points (need at least {MIN_POINTS})"
     spread = float(np.max(curve.smoothed) - np.min(curve.smoothed))
-    if spread <= 1e-8 * max(1.0, float(np.abs(curve.smoothed).mean())):
+    if spread <= FLAT_TOLERANCE * float(np.max(np.abs(curve.smoothed))):
         return "the loss is flat over the whole sweep"
     if int(np.argmin(curve.smoothed)) == 0:
         return "the loss never falls below its first value"
@@ -89,8 +95,12 @@ def steepest(curve: Curve) -> float:
 
 
 def minimum(curve: Curve) -> float:
-    """The LR of the lowest smoothed loss, divided by 10 (a safe distance below the blow-up)."""
-    return float(curve.lrs[int(np.argmin(curve.smoothed))] / 10.0)
+    """The LR of the lowest smoothed loss, divided by 10 (a safe distance below the blow-up).
+
+    Never below the sweep's first LR: a narrow sweep whose lowest loss lies within a decade of its start
+    gets that start, the lowest LR it measured, rather than an LR it never tried.
+    """
+    return float(max(curve.lrs[int(np.argmin(curve.smoothed))] / 10.0, np.min(curve.lrs)))
 
 
 def sma_slope(curve: Curve, window: int | None = None) -> float:

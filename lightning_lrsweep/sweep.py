@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from lightning_lrsweep.apply import group_weights, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
@@ -36,19 +37,27 @@ class SweepStepError(RuntimeError):
     """Another rank raised during a sweep step; this rank stopped with it instead of hanging."""
 
 
-def only_optimizer(trainer: pl.Trainer) -> Optimizer:
-    """The trainer's single optimizer.
+def only_optimizer(trainer: pl.Trainer, index: int | None = None) -> Optimizer:
+    """The optimizer to sweep: the trainer's only one, or ``trainer.optimizers[index]``.
 
     Raises:
-        ValueError: the module configured no optimizer, or more than one.
+        ValueError: no optimizer; several and no ``index``; or ``index`` out of range.
     """
     optimizers = trainer.optimizers
-    if len(optimizers) != 1:
+    if not optimizers:
+        raise ValueError("LRSweep needs an optimizer, but `configure_optimizers` returned none.")
+    if index is None and len(optimizers) > 1:
         raise ValueError(
-            f"LRSweep sweeps exactly one optimizer, but `configure_optimizers` returned {len(optimizers)}. "
-            "Return a single optimizer (param groups with different LRs are fine)."
+            f"LRSweep sweeps one optimizer, but `configure_optimizers` returned {len(optimizers)}. Pass "
+            f"`optimizer_idx` (0 to {len(optimizers) - 1}) to choose which; the others keep their LRs, or return a "
+            "single optimizer (param groups with different LRs are fine)."
         )
-    return optimizers[0]
+    if index is not None and index >= len(optimizers):
+        raise ValueError(
+            f"`optimizer_idx={index}` is out of range: `configure_optimizers` returned {len(optimizers)} "
+            f"optimizer(s), so it must be 0 to {len(optimizers) - 1}."
+        )
+    return optimizers[index or 0]
 
 
 def train_data(trainer: pl.Trainer) -> Any:
@@ -60,15 +69,46 @@ def train_data(trainer: pl.Trainer) -> Any:
     return trainer.train_dataloader
 
 
-def batch_stream(iterables: Any) -> Iterator[Any]:
-    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends."""
+def batch_stream(iterables: Any, limit: float = math.inf) -> Iterator[Any]:
+    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends.
+
+    A pass ends after ``limit`` batches (the trainer's ``limit_train_batches``), as a training epoch does.
+    """
     while True:
         empty = True
-        for batch, _, _ in CombinedLoader(iterables, "max_size_cycle"):
+        for i, (batch, _, _) in enumerate(CombinedLoader(iterables, "max_size_cycle")):
+            if i >= limit:
+                break
             empty = False
             yield batch
         if empty:
             raise ValueError("LRSweep needs training data, but the train dataloader yielded no batch.")
+
+
+@contextmanager
+def private_iterators(iterables: Any) -> Iterator[None]:
+    """Give each loader with persistent workers a private iterator for the sweep, then put the live one back.
+
+    Such a loader keeps one iterator and resets it on every ``iter()``: a sweep pass would rewind the
+    epoch's live iterator, and the epoch would then miss or repeat batches. The sweep's own workers
+    are shut down when it ends.
+    """
+    loaders = [
+        dl
+        for dl in CombinedLoader(iterables).flattened
+        if isinstance(dl, DataLoader) and dl.persistent_workers and dl.num_workers > 0
+    ]
+    live = [(dl, dl._iterator) for dl in loaders]
+    for dl in loaders:
+        dl._iterator = None
+    try:
+        yield
+    finally:
+        for dl, iterator in live:
+            own = dl._iterator
+            if own is not None and own is not iterator:
+                own._shutdown_workers()  # type: ignore[attr-defined]  # persistent workers: a multiprocessing iterator
+            dl._iterator = iterator
 
 
 def _ignore(*_: Any, **__: Any) -> None:
@@ -169,6 +209,18 @@ class _StepRunner:
     def _count_step(self, *_: Any) -> None:
         self.step_calls += 1
 
+    def _prepare(self, batch: Any) -> Any:
+        """Do to a batch what the training loop does before ``training_step``.
+
+        That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
+        the move to the device and ``on_after_batch_transfer``.
+        """
+        module = self.strategy.lightning_module
+        assert module is not None
+        batch = self.strategy.precision_plugin.convert_input(batch)
+        batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
+        return self.strategy.batch_to_device(batch, dataloader_idx=0)
+
     def _forward(self) -> tuple[torch.Tensor, float]:
         """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
 
@@ -177,7 +229,7 @@ class _StepRunner:
         """
         world, rank = self.world_size, self.global_rank
         for _ in range(MAX_EMPTY_STEPS):
-            batch = self.strategy.batch_to_device(next(self.batches), dataloader_idx=0)
+            batch = self._prepare(next(self.batches))
             error: Exception | None = None
             loss = None
             try:
@@ -246,14 +298,14 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
         ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
     """
     pl_module = trainer.lightning_module
-    optimizer = only_optimizer(trainer)
+    optimizer = only_optimizer(trainer, config.optimizer_idx)
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
     schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
     scaler = getattr(trainer.precision_plugin, "scaler", None)
-    snapshot = Snapshot(pl_module, [optimizer], schedulers, scaler, data, device=config.snapshot_device)
+    snapshot = Snapshot(pl_module, trainer.optimizers, schedulers, scaler, data, device=config.snapshot_device)
     started = time.perf_counter()
     try:
-        with isolated(trainer, pl_module):
+        with isolated(trainer, pl_module), private_iterators(data):
             recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config)
     finally:
         snapshot.restore()
@@ -277,7 +329,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
 def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig) -> tuple[_Recorder, str]:
     """Step through the LR schedule until it ends or the loss diverges."""
     weights = group_weights(optimizer)
-    runner = _StepRunner(trainer, optimizer, batch_stream(data))
+    runner = _StepRunner(trainer, optimizer, batch_stream(data, trainer.num_training_batches))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
     recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)

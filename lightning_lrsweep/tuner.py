@@ -10,6 +10,7 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import _TunerExitException
 from typing_extensions import override
 
+from lightning_lrsweep.callback import first_epoch_accumulation
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.result import SweepResult
@@ -26,7 +27,8 @@ class _SweepOnce(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.result = run_sweep(trainer, self.config)
+        with first_epoch_accumulation(trainer):
+            self.result = run_sweep(trainer, self.config)
         if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
             # a ddp_spawn worker: an exception would kill it, so send the result home and let fit end untrained
             if trainer.is_global_zero:
@@ -67,7 +69,8 @@ class LRSweepTuner:
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
             **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device`` (see :class:`~lightning_lrsweep.LRSweep`).
+                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``
+                (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
             TypeError: an unknown sweep argument.
