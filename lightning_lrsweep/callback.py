@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BaseFinetuning, Callback, GradientAccumulationScheduler, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
@@ -23,6 +24,7 @@ from lightning_lrsweep.apply import (
     set_lr_attr,
 )
 from lightning_lrsweep.config import SweepConfig, check_suggestion
+from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.history import history_frame, plot_history
 from lightning_lrsweep.reporting import current_lr, log_hparams, report_to_loggers, summary_line, sweep_progress
 from lightning_lrsweep.result import SuggestionRule, SweepResult
@@ -36,6 +38,47 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
+    """A new callback list in which ``sweep``'s epoch-start re-tune sees what the others change and show.
+
+    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) and gradient
+    accumulation schedulers move before ``sweep``, so a re-tune sweeps the model and the batch size that
+    epoch will train with; LR monitors move after it, so they log the re-tuned LR. Everything else keeps
+    its place. A new list is returned, because Lightning may be iterating over the current one.
+    """
+    if not any(c is sweep for c in callbacks):
+        return list(callbacks)
+    mine = next(i for i, c in enumerate(callbacks) if c is sweep)
+    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning | GradientAccumulationScheduler)]
+    after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
+    moved = {id(c) for c in (*before, *after)}
+    ordered: list[Callback] = []
+    for callback in callbacks:
+        if callback is sweep:
+            ordered.extend([*before, sweep, *after])
+        elif id(callback) not in moved:
+            ordered.append(callback)
+    return ordered
+
+
+@contextmanager
+def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
+    """Accumulate as the coming epoch will, while a fit-start sweep runs.
+
+    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
+    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
+    """
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
+    previous = trainer.accumulate_grad_batches
+    if scheduler is not None:
+        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
+    try:
+        yield
+    finally:
+        trainer.accumulate_grad_batches = previous
 
 
 @dataclass(frozen=True)
@@ -70,7 +113,9 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds. It runs
+    after finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they
+    log the re-tuned LR), whatever the order of the callbacks list.
 
     Each sweep shows in the trainer's progress bar, logs one summary line, and reaches every logger
     (``lr_sweep/suggested_lr``, ``lr_sweep/applied_lr``, the tuned LR in the hparams, the curve as a figure and
@@ -104,10 +149,13 @@ class LRSweep(Callback):
             resumed run keeps the history and LR it saved, and re-tunes on the same schedule).
         log_curves: send each sweep's curve to the loggers (TensorBoard figure; CSV and PNG in the logger's
             ``log_dir``). The metrics ``lr_sweep/suggested_lr`` and ``lr_sweep/applied_lr`` are always logged.
+        optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
+            and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer).
+            (raised before any training step: no LR attribute, not exactly one optimizer, a strategy that
+            shards parameters or optimizer state such as FSDP or DeepSpeed).
 
     Examples:
         >>> from lightning.pytorch import Trainer
@@ -136,6 +184,7 @@ class LRSweep(Callback):
         snapshot_device: str | None = None,
         sweep_on_resume: bool = False,
         log_curves: bool = True,
+        optimizer_idx: int | None = None,
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -146,6 +195,7 @@ class LRSweep(Callback):
             smoothing=smoothing,
             suggestion=suggestion,
             snapshot_device=snapshot_device,
+            optimizer_idx=optimizer_idx,
         )
         if every_n_epochs is not None and (
             isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
@@ -173,11 +223,20 @@ class LRSweep(Callback):
         self.sweep_at_fit_start = sweep_at_fit_start
         self.sweep_on_resume = sweep_on_resume
         self.log_curves = log_curves
-        self.history: list[SweepRecord] = []
+        self._history: list[SweepRecord] = []
         self._attr: str | None = None
         self._distance: float | None = None
         self._enabled = True
         self._restored_retunes: set[int] = set()
+        self._returned = SpawnReturn()
+
+    @property
+    def history(self) -> list[SweepRecord]:
+        """Every sweep of the run so far, in order; also in the main process after a ``ddp_spawn`` fit."""
+        received = self._returned.receive()
+        if received is not None:
+            self._history, self._distance = received
+        return self._history
 
     # -- when ----------------------------------------------------------------------------------
 
@@ -192,10 +251,12 @@ class LRSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        check_strategy(trainer)
         self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
+        trainer.callbacks = order_callbacks(trainer.callbacks, self)  # type: ignore[attr-defined]
         self._attr = find_lr_attr(pl_module, self.attr_name)
         if self._attr is None and self.update_attr:
             raise ValueError(
@@ -208,7 +269,7 @@ class LRSweep(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
             return
-        only_optimizer(trainer)  # refuse several optimizers before any step
+        only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
         resuming = trainer.ckpt_path is not None
         if resuming:
             self._restore_attr(pl_module)
@@ -245,6 +306,7 @@ class LRSweep(Callback):
             every_n_epochs=self.every_n_epochs,
             milestones=self.milestones,
             attr_name=self.attr_name,
+            optimizer_idx=self.config.optimizer_idx,
         )
 
     @override
@@ -261,7 +323,7 @@ class LRSweep(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
-        self.history = [_record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
+        self._history = [_record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
         self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
 
@@ -294,15 +356,18 @@ class LRSweep(Callback):
     # -- what ----------------------------------------------------------------------------------
 
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
-        with sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step:
+        with (
+            first_epoch_accumulation(trainer),
+            sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step,
+        ):
             result = run_sweep(trainer, self.config, on_step)
         outcome = result.suggest()
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
         if outcome.lr is None:
-            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}).")
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}; {result.note}).")
             reason = f"no suggestion: {outcome.reason}"
         else:
             self._apply(trainer, pl_module, previous, outcome.lr)
@@ -311,7 +376,7 @@ class LRSweep(Callback):
         self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
         config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
@@ -346,7 +411,15 @@ class LRSweep(Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
-        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr)
+        apply_lr(
+            pl_module,
+            only_optimizer(trainer, self.config.optimizer_idx),
+            schedulers,
+            old,
+            new,
+            attr,
+            trainer.callbacks,  # type: ignore[attr-defined]
+        )
 
     def _record(
         self,
@@ -360,7 +433,9 @@ class LRSweep(Callback):
     ) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
         record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
-        self.history.append(record)
+        self._history.append(record)
+        if trainer.is_global_zero:
+            self._returned.send((self._history, self._distance))  # home from a ddp_spawn worker; no-op otherwise
         rank_zero_info(summary_line(record))
         changed = kind == "fit_start" or (applied is not None and applied != previous)
         report_to_loggers(trainer, record, self._attr, curves=self.log_curves, hparams=changed)

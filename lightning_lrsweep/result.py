@@ -76,6 +76,20 @@ class SweepResult:
         """Whether the sweep ended on a blow-up (rather than at ``num_steps``)."""
         return self.stop_reason != "num_steps"
 
+    @property
+    def note(self) -> str:
+        """How the sweep ended, in words; says so when no divergence was seen (the suggestion is then less sure)."""
+        if self.stop_reason == "num_steps":
+            return (
+                f"no divergence seen up to LR {self.lrs[-1]:.3g} after {len(self.lrs)} steps: the suggestion comes "
+                "from the points available; raise `max_lr` or `num_steps` to see where the loss blows up"
+                if len(self.lrs)
+                else "no steps recorded"
+            )
+        if self.stop_reason == "non_finite":
+            return f"stopped at step {len(self.lrs) - 1}: the loss became NaN/Inf at LR {self.lrs[-1]:.3g}"
+        return f"stopped at step {len(self.lrs) - 1}: the loss diverged at LR {self.lrs[-1]:.3g}"
+
     def suggest(self, method: SuggestionRule | None = None) -> Suggestion:
         """Like :meth:`suggestion`, but with the reason when there is no answer."""
         rule = self.method if method is None else method
