@@ -117,13 +117,22 @@ def _rich_progress(bar: RichProgressBar, total: int, title: str) -> Iterator[Ste
 # -- loggers ---------------------------------------------------------------------------------------
 
 
-def hparams_with_lr(pl_module: pl.LightningModule, attr: str | None, lr: float) -> dict[str, Any]:
-    """The module's (and datamodule's) initial hparams, as Lightning logs them, with the LR attribute set to ``lr``."""
+def hparams_with_lr(pl_module: pl.LightningModule, attr: str | None, lr: float) -> dict[str, Any] | None:
+    """The module's (and datamodule's) initial hparams, as Lightning logs them, with the LR attribute set to ``lr``.
+
+    ``None`` when neither logs hparams (``save_hyperparameters(logger=False)``) or the trainer does not
+    (``enable_autolog_hparams=False``).
+    """
+    trainer = pl_module._trainer
+    datamodule = getattr(trainer, "datamodule", None)
+    module_logs = pl_module._log_hyperparams
+    data_logs = datamodule is not None and datamodule._log_hyperparams
+    if not getattr(trainer, "enable_autolog_hparams", True) or not (module_logs or data_logs):
+        return None
     params: dict[str, Any] = {}
-    if pl_module._log_hyperparams:
+    if module_logs:
         params.update(pl_module.hparams_initial)
-    datamodule = getattr(pl_module._trainer, "datamodule", None)
-    if datamodule is not None and datamodule._log_hyperparams:
+    if data_logs and datamodule is not None:
         params.update(datamodule.hparams_initial)
     params.pop("_class_path", None)
     params[attr or "lr"] = lr
@@ -140,6 +149,8 @@ def log_hparams(trainer: pl.Trainer, attr: str | None, lr: float) -> None:
     if not trainer.is_global_zero or not trainer.loggers:
         return
     params = hparams_with_lr(trainer.lightning_module, attr, lr)
+    if params is None:
+        return
     for logger in trainer.loggers:
         logger.log_hyperparams(params)
         logger.save()

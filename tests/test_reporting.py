@@ -122,3 +122,16 @@ def test_a_retune_that_moves_the_lr_updates_the_logged_hparams(tmp_path):
     assert model.hparams.lr == pytest.approx(0.08)
     for name in ("csv", "tb"):
         assert yaml.safe_load((tmp_path / name / "version_0" / "hparams.yaml").read_text())["lr"] == pytest.approx(0.08)
+
+
+def test_hparams_kept_out_of_the_logger_stay_out(tmp_path):
+    class Quiet(Classifier):
+        def __init__(self, lr=0.01):
+            super().__init__(lr=lr)
+            self.save_hyperparameters(logger=False)
+
+    seed_everything(3)
+    t = trainer(max_epochs=1, callbacks=[sweep(log_curves=False)], logger=CSVLogger(tmp_path, name="run"))
+    t.fit(Quiet(), loader(n=128))
+    hparams = tmp_path / "run" / "version_0" / "hparams.yaml"
+    assert not hparams.exists() or not yaml.safe_load(hparams.read_text())
