@@ -6,6 +6,7 @@ optimizer state (moments, momentum) is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -105,6 +106,17 @@ def scale_scheduler(scheduler: Any, old: float, new: float) -> None:
                 setattr(sched, name, [_scaled(v, old, new) for v in values])
 
 
+def scale_callbacks(callbacks: Sequence[Any], old: float, new: float) -> None:
+    """Scale the LRs that callbacks keep a record of, so that a change outlives their next update.
+
+    ``BackboneFinetuning`` resets the backbone group from ``previous_backbone_lr`` every epoch; without
+    this, a re-tuned backbone LR would last one epoch.
+    """
+    for callback in callbacks:
+        if isinstance(getattr(callback, "previous_backbone_lr", None), int | float):
+            callback.previous_backbone_lr = _scaled(callback.previous_backbone_lr, old, new)
+
+
 def apply_lr(
     pl_module: pl.LightningModule,
     optimizer: Optimizer,
@@ -112,12 +124,14 @@ def apply_lr(
     old: float,
     new: float,
     attr_name: str | None,
+    callbacks: Sequence[Any] = (),
 ) -> None:
     """Move the LR from ``old`` to ``new`` by scaling everything that holds it by ``new / old``.
 
-    That is the LR attribute, every param group of ``optimizer`` and every scheduler attached to it.
+    That is the LR attribute, every param group of ``optimizer``, every scheduler attached to it, and the
+    LR records of ``callbacks`` (see :func:`scale_callbacks`).
 
-    Example:
+    Examples:
         >>> import torch
         >>> opt = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": 0.1}, {"params": [torch.zeros(1)], "lr": 0.01}])
         >>> apply_lr(pl.LightningModule(), opt, [], old=0.1, new=0.3, attr_name=None)
@@ -130,3 +144,4 @@ def apply_lr(
     for scheduler in schedulers:
         if getattr(scheduler, "optimizer", None) is optimizer:
             scale_scheduler(scheduler, old, new)
+    scale_callbacks(callbacks, old, new)

@@ -2,24 +2,83 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+import torch
+from lightning.pytorch.callbacks import BaseFinetuning, Callback, GradientAccumulationScheduler, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_lrsweep.apply import LR_ATTR_NAMES, apply_lr, base_lrs, find_lr_attr, get_lr_attr, reference_group
+from lightning_lrsweep.apply import (
+    LR_ATTR_NAMES,
+    apply_lr,
+    base_lrs,
+    find_lr_attr,
+    get_lr_attr,
+    reference_group,
+    set_lr_attr,
+)
 from lightning_lrsweep.config import SweepConfig, check_suggestion
+from lightning_lrsweep.distributed import SpawnReturn, check_strategy
+from lightning_lrsweep.history import history_frame, plot_history
+from lightning_lrsweep.reporting import current_lr, log_hparams, report_to_loggers, summary_line, sweep_progress
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
 from lightning_lrsweep.schedule import retune_window
-from lightning_lrsweep.suggest import stability_edge
+from lightning_lrsweep.suggest import METHODS, stability_edge
 from lightning_lrsweep.sweep import only_optimizer, run_sweep
 
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
+    """A new callback list in which ``sweep``'s epoch-start re-tune sees what the others change and show.
+
+    Finetuning callbacks (which unfreeze layers and add param groups at an epoch start) and gradient
+    accumulation schedulers move before ``sweep``, so a re-tune sweeps the model and the batch size that
+    epoch will train with; LR monitors move after it, so they log the re-tuned LR. Everything else keeps
+    its place. A new list is returned, because Lightning may be iterating over the current one.
+    """
+    if not any(c is sweep for c in callbacks):
+        return list(callbacks)
+    mine = next(i for i, c in enumerate(callbacks) if c is sweep)
+    before = [c for c in callbacks[mine + 1 :] if isinstance(c, BaseFinetuning | GradientAccumulationScheduler)]
+    after = [c for c in callbacks[:mine] if isinstance(c, LearningRateMonitor)]
+    moved = {id(c) for c in (*before, *after)}
+    ordered: list[Callback] = []
+    for callback in callbacks:
+        if callback is sweep:
+            ordered.extend([*before, sweep, *after])
+        elif id(callback) not in moved:
+            ordered.append(callback)
+    return ordered
+
+
+@contextmanager
+def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
+    """Accumulate as the coming epoch will, while a fit-start sweep runs.
+
+    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
+    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
+    """
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]
+    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
+    previous = trainer.accumulate_grad_batches
+    if scheduler is not None:
+        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
+    try:
+        yield
+    finally:
+        trainer.accumulate_grad_batches = previous
 
 
 @dataclass(frozen=True)
@@ -54,7 +113,14 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds.
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds. It runs
+    after finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they
+    log the re-tuned LR), whatever the order of the callbacks list.
+
+    Each sweep shows in the trainer's progress bar, logs one summary line, and reaches every logger
+    (``lr_sweep/suggested_lr``, ``lr_sweep/applied_lr``, the tuned LR in the hparams, the curve as a figure and
+    files). The history is checkpointed: a resumed ``fit`` keeps it, skips the fit-start sweep and re-tunes on the
+    same schedule. :meth:`history_frame` and :meth:`plot_history` show the whole run.
 
     Args:
         min_lr: first LR of the fit-start sweep.
@@ -79,12 +145,19 @@ class LRSweep(Callback):
         max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
         sweep_at_fit_start: run the fit-start sweep.
         snapshot_device: keep the restore copy beside the model (``None``) or in CPU memory (``"cpu"``).
+        sweep_on_resume: also run the fit-start sweep when ``fit`` resumes from a checkpoint (by default a
+            resumed run keeps the history and LR it saved, and re-tunes on the same schedule).
+        log_curves: send each sweep's curve to the loggers (TensorBoard figure; CSV and PNG in the logger's
+            ``log_dir``). The metrics ``lr_sweep/suggested_lr`` and ``lr_sweep/applied_lr`` are always logged.
+        optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
+            and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer).
+            (raised before any training step: no LR attribute, not exactly one optimizer, a strategy that
+            shards parameters or optimizer state such as FSDP or DeepSpeed).
 
-    Example:
+    Examples:
         >>> from lightning.pytorch import Trainer
         >>> trainer = Trainer(callbacks=[LRSweep(every_n_epochs=5)])  # doctest: +SKIP
         >>> trainer.fit(model, datamodule=dm)  # doctest: +SKIP
@@ -109,6 +182,9 @@ class LRSweep(Callback):
         max_change: float = 2.0,
         sweep_at_fit_start: bool = True,
         snapshot_device: str | None = None,
+        sweep_on_resume: bool = False,
+        log_curves: bool = True,
+        optimizer_idx: int | None = None,
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -119,6 +195,7 @@ class LRSweep(Callback):
             smoothing=smoothing,
             suggestion=suggestion,
             snapshot_device=snapshot_device,
+            optimizer_idx=optimizer_idx,
         )
         if every_n_epochs is not None and (
             isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
@@ -144,10 +221,22 @@ class LRSweep(Callback):
         self.retune_window = retune_window
         self.max_change = max_change
         self.sweep_at_fit_start = sweep_at_fit_start
-        self.history: list[SweepRecord] = []
+        self.sweep_on_resume = sweep_on_resume
+        self.log_curves = log_curves
+        self._history: list[SweepRecord] = []
         self._attr: str | None = None
         self._distance: float | None = None
         self._enabled = True
+        self._restored_retunes: set[int] = set()
+        self._returned = SpawnReturn()
+
+    @property
+    def history(self) -> list[SweepRecord]:
+        """Every sweep of the run so far, in order; also in the main process after a ``ddp_spawn`` fit."""
+        received = self._returned.receive()
+        if received is not None:
+            self._history, self._distance = received
+        return self._history
 
     # -- when ----------------------------------------------------------------------------------
 
@@ -162,10 +251,12 @@ class LRSweep(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        check_strategy(trainer)
         self._enabled = not trainer.fast_dev_run  # type: ignore[attr-defined]
         if not self._enabled:
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
+        trainer.callbacks = order_callbacks(trainer.callbacks, self)  # type: ignore[attr-defined]
         self._attr = find_lr_attr(pl_module, self.attr_name)
         if self._attr is None and self.update_attr:
             raise ValueError(
@@ -178,26 +269,105 @@ class LRSweep(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
             return
-        only_optimizer(trainer)  # refuse several optimizers before any step
-        if self.sweep_at_fit_start:
+        only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
+        resuming = trainer.ckpt_path is not None
+        if resuming:
+            self._restore_attr(pl_module)
+        else:
+            self._restored_retunes = set()
+        if self.sweep_at_fit_start and (not resuming or self.sweep_on_resume):
             self._fit_start_sweep(trainer, pl_module)
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning logs the constructor's hparams after `on_fit_start`: log them again with the tuned LR.
+        if self._enabled and self.history:
+            log_hparams(trainer, self._attr, current_lr(self.history[-1]))
+
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._enabled and self.should_retune(trainer.current_epoch):
+        epoch = trainer.current_epoch
+        done = epoch in self._restored_retunes  # resumed mid-epoch, after this epoch's re-tune
+        if self._enabled and self.should_retune(epoch) and not done:
             self._retune(trainer, pl_module)
+
+    # -- checkpoint ----------------------------------------------------------------------------
+
+    @property
+    @override
+    def state_key(self) -> str:
+        suggestion = self.config.suggestion
+        return self._generate_state_key(
+            min_lr=self.config.min_lr,
+            max_lr=self.config.max_lr,
+            num_steps=self.config.num_steps,
+            mode=self.config.mode,
+            suggestion=suggestion if isinstance(suggestion, str) else getattr(suggestion, "__qualname__", "callable"),
+            every_n_epochs=self.every_n_epochs,
+            milestones=self.milestones,
+            attr_name=self.attr_name,
+            optimizer_idx=self.config.optimizer_idx,
+        )
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The sweep history (curves as float64 tensors), the fit-start distance and the schedule."""
+        return {
+            "version": 1,
+            "history": [_record_state(r) for r in self.history],
+            "distance": self._distance,
+            "every_n_epochs": self.every_n_epochs,
+            "milestones": list(self.milestones),
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
+        self._history = [_record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
+        self._distance = state_dict.get("distance", self._distance)
+        self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
+
+    def _restore_attr(self, pl_module: pl.LightningModule) -> None:
+        """Put the last applied LR into the module's LR attribute (checkpoints restore only the optimizer's)."""
+        applied = [r.applied_lr for r in self.history if r.applied_lr is not None]
+        if applied and self._attr is not None and self.update_attr:
+            set_lr_attr(pl_module, self._attr, applied[-1])
+
+    # -- history -------------------------------------------------------------------------------
+
+    def history_frame(self) -> pd.DataFrame:
+        """One row per sweep of the run (see :func:`lightning_lrsweep.history.history_frame`)."""
+        return history_frame(self.history)
+
+    def plot_history(self, path: str | Path | None = None) -> Figure:
+        """Every sweep's curve coloured by epoch, beside the LR applied at each sweep.
+
+        Args:
+            path: also save the figure there.
+
+        Returns:
+            The matplotlib figure.
+
+        Raises:
+            ValueError: no sweep has run yet.
+        """
+        return plot_history(self.history, path)
 
     # -- what ----------------------------------------------------------------------------------
 
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
-        result = run_sweep(trainer, self.config)
+        with (
+            first_epoch_accumulation(trainer),
+            sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step,
+        ):
+            result = run_sweep(trainer, self.config, on_step)
         outcome = result.suggest()
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
         if outcome.lr is None:
-            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}).")
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}; {result.note}).")
             reason = f"no suggestion: {outcome.reason}"
         else:
             self._apply(trainer, pl_module, previous, outcome.lr)
@@ -206,10 +376,12 @@ class LRSweep(Callback):
         self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = only_optimizer(trainer)
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        result = run_sweep(trainer, replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current))
+        config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
+        with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
+            result = run_sweep(trainer, config, on_step)
         decision = self._decide(result, current)
         if decision.clamped:
             rank_zero_warn(
@@ -239,7 +411,15 @@ class LRSweep(Callback):
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
-        apply_lr(pl_module, only_optimizer(trainer), schedulers, old, new, attr)
+        apply_lr(
+            pl_module,
+            only_optimizer(trainer, self.config.optimizer_idx),
+            schedulers,
+            old,
+            new,
+            attr,
+            trainer.callbacks,  # type: ignore[attr-defined]
+        )
 
     def _record(
         self,
@@ -253,9 +433,61 @@ class LRSweep(Callback):
     ) -> None:
         epoch, step = trainer.current_epoch, trainer.global_step
         record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
-        self.history.append(record)
-        shown = f"{applied:.3g}" if applied is not None else "unchanged"
-        rank_zero_info(
-            f"LRSweep {kind} sweep at epoch {record.epoch}: {len(result.lrs)} steps, stopped by {result.stop_reason}; "
-            f"LR {previous:.3g} -> {shown} ({reason})."
-        )
+        self._history.append(record)
+        if trainer.is_global_zero:
+            self._returned.send((self._history, self._distance))  # home from a ddp_spawn worker; no-op otherwise
+        rank_zero_info(summary_line(record))
+        changed = kind == "fit_start" or (applied is not None and applied != previous)
+        report_to_loggers(trainer, record, self._attr, curves=self.log_curves, hparams=changed)
+
+
+def _record_state(record: SweepRecord) -> dict[str, Any]:
+    """A record as plain values and float64 tensors (loadable with ``weights_only=True``)."""
+    result = record.result
+    return {
+        "kind": record.kind,
+        "epoch": record.epoch,
+        "global_step": record.global_step,
+        "previous_lr": record.previous_lr,
+        "suggested_lr": record.suggested_lr,
+        "applied_lr": record.applied_lr,
+        "reason": record.reason,
+        "lrs": torch.as_tensor(result.lrs, dtype=torch.float64),
+        "losses": torch.as_tensor(result.losses, dtype=torch.float64),
+        "smoothed_losses": torch.as_tensor(result.smoothed_losses, dtype=torch.float64),
+        "method": result.method if isinstance(result.method, str) else None,
+        "stop_reason": result.stop_reason,
+        "min_lr": result.min_lr,
+        "max_lr": result.max_lr,
+        "num_steps": result.num_steps,
+        "mode": result.mode,
+        "seconds": result.seconds,
+    }
+
+
+def _record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> SweepRecord:
+    method = state.get("method")
+    result = SweepResult(
+        lrs=state["lrs"].numpy(),
+        losses=state["losses"].numpy(),
+        smoothed_losses=state["smoothed_losses"].numpy(),
+        method=method if method in METHODS else default_method,
+        stop_reason=state.get("stop_reason", "num_steps"),
+        min_lr=state.get("min_lr", float("nan")),
+        max_lr=state.get("max_lr", float("nan")),
+        num_steps=state.get("num_steps", 0),
+        mode=state.get("mode", "exponential"),
+        epoch=state["epoch"],
+        global_step=state.get("global_step", 0),
+        seconds=state.get("seconds", 0.0),
+    )
+    return SweepRecord(
+        kind=state["kind"],
+        epoch=state["epoch"],
+        global_step=state.get("global_step", 0),
+        result=result,
+        previous_lr=state["previous_lr"],
+        suggested_lr=state.get("suggested_lr"),
+        applied_lr=state.get("applied_lr"),
+        reason=state.get("reason", ""),
+    )

@@ -31,6 +31,8 @@ class SweepConfig:
         smoothing: EMA factor of the loss in ``[0, 1)``; 0 turns smoothing off.
         suggestion: the rule that picks the LR: a method name or a callable ``(SweepResult) -> float | None``.
         snapshot_device: where the restore copy is kept: ``None`` (beside the model) or ``"cpu"``.
+        optimizer_idx: which of several optimizers to sweep (``None``: the only one). The others keep their
+            LRs; with manual optimization ``training_step`` still steps them, and all are restored afterwards.
         min_stop_lr: below this LR the divergence stop is ignored (NaN/Inf still stop). A re-tune sets it
             to the LR training ran at: the loss cannot truly diverge below it, so a rise there is noise
             (a well-trained model's loss is tiny, and 4x a tiny loss is one noisy batch).
@@ -44,6 +46,7 @@ class SweepConfig:
     smoothing: float = 0.98
     suggestion: SuggestionRule = "valley"
     snapshot_device: str | None = None
+    optimizer_idx: int | None = None
     min_stop_lr: float = 0.0
 
     def __post_init__(self) -> None:
@@ -66,3 +69,9 @@ class SweepConfig:
         check_suggestion("suggestion", self.suggestion)
         if self.snapshot_device not in (None, "cpu"):
             raise ValueError(f"`snapshot_device` must be None or 'cpu', got {self.snapshot_device!r}.")
+        if self.optimizer_idx is not None and (
+            isinstance(self.optimizer_idx, bool) or not isinstance(self.optimizer_idx, int) or self.optimizer_idx < 0
+        ):
+            raise ValueError(
+                f"`optimizer_idx` must be None (a single optimizer) or an int >= 0, got {self.optimizer_idx!r}."
+            )

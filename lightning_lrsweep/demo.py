@@ -25,6 +25,28 @@ def spirals(n: int = 2048, classes: int = 3, noise: float = 0.2, seed: int = 0) 
     return TensorDataset(x, label)
 
 
+class SpiralData(pl.LightningDataModule):
+    """Train and validation spirals as a datamodule (for ``lrsweep sweep --data`` and the LightningCLI example).
+
+    Args:
+        n: training samples.
+        batch_size: samples per batch.
+        seed: seed of the training set (validation uses ``seed + 1``).
+    """
+
+    def __init__(self, n: int = 2048, batch_size: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+
+    @override
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(spirals(self.n, seed=self.seed), batch_size=self.batch_size, shuffle=True)
+
+    @override
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(spirals(512, seed=self.seed + 1), batch_size=256)
+
+
 class SpiralNet(pl.LightningModule):
     """A small MLP whose LR lives in ``hparams.lr``, as LRSweep expects."""
 
@@ -91,5 +113,12 @@ def run_demo(out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, qu
             f"{record.epoch:>5}  {record.kind:<9}  {len(record.result.lrs):>5}  {record.result.stop_reason:<10}  "
             f"{suggested:>9}  {applied:>9}"
         )
-    print(f"final val_acc {float(trainer.callback_metrics['val_acc']):.3f}; curves (CSV, PNG) in {out}/")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    plt.close(sweep.plot_history(out / "history.png"))
+    val_acc = float(trainer.callback_metrics["val_acc"])
+    print(f"final val_acc {val_acc:.3f}; curves (CSV, PNG) and history.png in {out}/")
     return sweep

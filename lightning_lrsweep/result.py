@@ -39,7 +39,7 @@ class SweepResult:
         epoch, global_step: where in training the sweep ran.
         seconds: wall time the sweep took.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> lrs = np.geomspace(1e-4, 1, 40)
         >>> losses = 1 / (1 + 50 * lrs) + (lrs > 0.3) * 5
@@ -75,6 +75,20 @@ class SweepResult:
     def diverged(self) -> bool:
         """Whether the sweep ended on a blow-up (rather than at ``num_steps``)."""
         return self.stop_reason != "num_steps"
+
+    @property
+    def note(self) -> str:
+        """How the sweep ended, in words; says so when no divergence was seen (the suggestion is then less sure)."""
+        if self.stop_reason == "num_steps":
+            return (
+                f"no divergence seen up to LR {self.lrs[-1]:.3g} after {len(self.lrs)} steps: the suggestion comes "
+                "from the points available; raise `max_lr` or `num_steps` to see where the loss blows up"
+                if len(self.lrs)
+                else "no steps recorded"
+            )
+        if self.stop_reason == "non_finite":
+            return f"stopped at step {len(self.lrs) - 1}: the loss became NaN/Inf at LR {self.lrs[-1]:.3g}"
+        return f"stopped at step {len(self.lrs) - 1}: the loss diverged at LR {self.lrs[-1]:.3g}"
 
     def suggest(self, method: SuggestionRule | None = None) -> Suggestion:
         """Like :meth:`suggestion`, but with the reason when there is no answer."""

@@ -66,7 +66,7 @@ def edge_retune(
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
         down_margin: how far below the current LR the edge must lie before the LR goes down.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> lrs = np.geomspace(1e-3, 1e-1, 30)
         >>> rising = 1 + (lrs > 5e-3) * (lrs / 5e-3) ** 2   # loss rises from 5e-3 up

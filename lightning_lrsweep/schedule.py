@@ -13,7 +13,7 @@ def lr_schedule(min_lr: float, max_lr: float, num_steps: int, mode: str = "expon
     Exponential mode multiplies the LR by one constant each step (even spacing in log-LR, the range
     test's usual form); linear mode adds one constant.
 
-    Example:
+    Examples:
         >>> lr_schedule(1e-3, 1e-1, 3).round(6).tolist()
         [0.001, 0.01, 0.1]
     """

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 
 class _Saved:
@@ -108,12 +109,31 @@ def _metric_modules(module: nn.Module) -> Iterator[nn.Module]:
 _METRIC_FIELDS = ("_update_count", "_computed", "_forward_cache", "_is_synced", "_cache")
 
 
+def check_initialized(module: nn.Module) -> None:
+    """Refuse a module with uninitialised lazy parameters or buffers: there is nothing to copy yet.
+
+    Raises:
+        ValueError: naming the lazy tensors and how to initialise them.
+    """
+    lazy = [
+        name
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+        if isinstance(tensor, UninitializedParameter | UninitializedBuffer)
+    ]
+    if lazy:
+        raise ValueError(
+            f"LRSweep cannot snapshot {type(module).__name__}: {lazy} are uninitialised lazy parameters. "
+            "Initialise them before `fit`, e.g. by running the model once on an example batch in `__init__` "
+            "or `setup()`, or use non-lazy modules."
+        )
+
+
 class Snapshot:
     """An in-memory copy of a module's training state; ``restore()`` puts it back exactly.
 
     Tensors are copied to ``device`` (e.g. ``"cpu"`` to spare accelerator memory) or kept where they are.
 
-    Example:
+    Examples:
         >>> model = nn.Linear(2, 1)
         >>> before = model.weight.clone()
         >>> snap = Snapshot(model, optimizers=[], schedulers=[])
@@ -132,6 +152,7 @@ class Snapshot:
         data: Any = None,
         device: torch.device | str | None = None,
     ) -> None:
+        check_initialized(module)
         self.module = module
         self.device = device
         tensors = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]

@@ -16,6 +16,12 @@ from lightning_lrsweep.smoothing import centered_mean, trailing_mean
 MIN_POINTS = 5
 """Fewer finite points than this and no rule answers."""
 
+FLAT_TOLERANCE = 1e-8
+"""A curve whose spread is below this fraction of its largest magnitude is flat (float noise, not signal).
+
+Relative to the curve's own magnitude, so that multiplying the loss by a constant never makes it flat.
+"""
+
 
 class Curve(NamedTuple):
     """One sweep's measurements: LR per step, raw loss, and the smoothed loss the rules read."""
@@ -46,7 +52,7 @@ def unusable_reason(curve: Curve) -> str | None:
     if n < MIN_POINTS:
         return f"only {n} finite points (need at least {MIN_POINTS})"
     spread = float(np.max(curve.smoothed) - np.min(curve.smoothed))
-    if spread <= 1e-8 * max(1.0, float(np.abs(curve.smoothed).mean())):
+    if spread <= FLAT_TOLERANCE * float(np.max(np.abs(curve.smoothed))):
         return "the loss is flat over the whole sweep"
     if int(np.argmin(curve.smoothed)) == 0:
         return "the loss never falls below its first value"
@@ -89,8 +95,12 @@ def steepest(curve: Curve) -> float:
 
 
 def minimum(curve: Curve) -> float:
-    """The LR of the lowest smoothed loss, divided by 10 (a safe distance below the blow-up)."""
-    return float(curve.lrs[int(np.argmin(curve.smoothed))] / 10.0)
+    """The LR of the lowest smoothed loss, divided by 10 (a safe distance below the blow-up).
+
+    Never below the sweep's first LR: a narrow sweep whose lowest loss lies within a decade of its start
+    gets that start, the lowest LR it measured, rather than an LR it never tried.
+    """
+    return float(max(curve.lrs[int(np.argmin(curve.smoothed))] / 10.0, np.min(curve.lrs)))
 
 
 def sma_slope(curve: Curve, window: int | None = None) -> float:
@@ -134,40 +144,43 @@ def suggest(curve: Curve, method: str) -> Suggestion:
 
 
 class Edge(NamedTuple):
-    """Where the loss stops falling and starts to rise."""
+    """Where the loss climbs above the level the sweep started from, for good."""
 
     lr: float
     censored: bool
-    """True when the loss never rose clearly within the sweep (the edge lies above its last LR)."""
+    """True when the loss never climbed clearly within the sweep (the edge lies above its last LR)."""
 
 
-EDGE_RELATIVE_TOLERANCE = 0.02
-"""A rise smaller than this fraction of the lowest loss is not yet a rise."""
+EDGE_RELATIVE_TOLERANCE = 0.05
+"""A climb smaller than this fraction of the starting loss is not yet a climb."""
 
 
 def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
-    """The largest LR after which the smoothed loss stays clearly above its minimum.
+    """The largest LR after which the smoothed loss stays clearly above the loss the sweep started from.
 
-    A mid-training curve is often flat and noisy before it rises; the position of its lowest point is
-    then mostly noise. So the edge is where the smoothed loss leaves the band ``minimum + tolerance``
-    for good, the tolerance being twice the raw loss's noise (median absolute deviation from the
-    smoothed curve) plus 2% of the minimum. ``None`` when the curve is too short.
+    The reference is the *starting* level, not the minimum: lowering the LR mid-training makes the loss
+    dip at once (less gradient noise), so "where the loss leaves its minimum" would sit below the LR
+    training runs at and walk it down at every re-tune. The start is the median of the first tenth of
+    the raw losses (at least 3 points); the tolerance is twice the raw loss's noise (median absolute
+    deviation from the smoothed curve) plus 5% of the start. ``None`` when the curve is too short.
 
     Args:
         curve: the sweep's curve.
-        diverged: whether the sweep stopped on a blow-up; if not and the loss ends inside the band, the
+        diverged: whether the sweep stopped on a blow-up; if not and the loss ends below the band, the
             edge is censored at the last LR.
     """
     usable = finite_prefix(curve)
     if len(usable.lrs) < MIN_POINTS:
         return None
     smooth = usable.smoothed
-    lowest = int(np.argmin(smooth))
+    start = float(np.median(usable.losses[: max(3, len(smooth) // 10)]))
     noise = 1.4826 * float(np.median(np.abs(usable.losses - smooth)))
-    tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(float(smooth[lowest]))
-    inside = np.nonzero(smooth <= smooth[lowest] + tolerance)[0]
-    last_inside = int(inside[-1])
-    return Edge(float(usable.lrs[last_inside]), censored=not diverged and last_inside == len(smooth) - 1)
+    tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(start)
+    below = np.nonzero(smooth <= start + tolerance)[0]
+    if len(below) == 0:
+        return Edge(float(usable.lrs[0]), censored=False)
+    last_below = int(below[-1])
+    return Edge(float(usable.lrs[last_below]), censored=not diverged and last_below == len(smooth) - 1)
 
 
 def zero_lag_window(num_points: int) -> int:

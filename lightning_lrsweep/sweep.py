@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
@@ -18,12 +18,16 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from lightning_lrsweep.apply import group_weights, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
 from lightning_lrsweep.snapshot import Snapshot
+
+StepCallback = Callable[[int, float, float, float], None]
+"""Called after every recorded sweep step with ``(step, lr, loss, smoothed_loss)``."""
 
 WARMUP_POINTS = 5
 """Points recorded before the divergence stop compares against the best smoothed loss."""
@@ -36,19 +40,27 @@ class SweepStepError(RuntimeError):
     """Another rank raised during a sweep step; this rank stopped with it instead of hanging."""
 
 
-def only_optimizer(trainer: pl.Trainer) -> Optimizer:
-    """The trainer's single optimizer.
+def only_optimizer(trainer: pl.Trainer, index: int | None = None) -> Optimizer:
+    """The optimizer to sweep: the trainer's only one, or ``trainer.optimizers[index]``.
 
     Raises:
-        ValueError: the module configured no optimizer, or more than one.
+        ValueError: no optimizer; several and no ``index``; or ``index`` out of range.
     """
     optimizers = trainer.optimizers
-    if len(optimizers) != 1:
+    if not optimizers:
+        raise ValueError("LRSweep needs an optimizer, but `configure_optimizers` returned none.")
+    if index is None and len(optimizers) > 1:
         raise ValueError(
-            f"LRSweep sweeps exactly one optimizer, but `configure_optimizers` returned {len(optimizers)}. "
-            "Return a single optimizer (param groups with different LRs are fine)."
+            f"LRSweep sweeps one optimizer, but `configure_optimizers` returned {len(optimizers)}. Pass "
+            f"`optimizer_idx` (0 to {len(optimizers) - 1}) to choose which; the others keep their LRs, or return a "
+            "single optimizer (param groups with different LRs are fine)."
         )
-    return optimizers[0]
+    if index is not None and index >= len(optimizers):
+        raise ValueError(
+            f"`optimizer_idx={index}` is out of range: `configure_optimizers` returned {len(optimizers)} "
+            f"optimizer(s), so it must be 0 to {len(optimizers) - 1}."
+        )
+    return optimizers[index or 0]
 
 
 def train_data(trainer: pl.Trainer) -> Any:
@@ -60,15 +72,46 @@ def train_data(trainer: pl.Trainer) -> Any:
     return trainer.train_dataloader
 
 
-def batch_stream(iterables: Any) -> Iterator[Any]:
-    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends."""
+def batch_stream(iterables: Any, limit: float = math.inf) -> Iterator[Any]:
+    """Batches from fresh passes over the train loader(s), starting again whenever a pass ends.
+
+    A pass ends after ``limit`` batches (the trainer's ``limit_train_batches``), as a training epoch does.
+    """
     while True:
         empty = True
-        for batch, _, _ in CombinedLoader(iterables, "max_size_cycle"):
+        for i, (batch, _, _) in enumerate(CombinedLoader(iterables, "max_size_cycle")):
+            if i >= limit:
+                break
             empty = False
             yield batch
         if empty:
             raise ValueError("LRSweep needs training data, but the train dataloader yielded no batch.")
+
+
+@contextmanager
+def private_iterators(iterables: Any) -> Iterator[None]:
+    """Give each loader with persistent workers a private iterator for the sweep, then put the live one back.
+
+    Such a loader keeps one iterator and resets it on every ``iter()``: a sweep pass would rewind the
+    epoch's live iterator, and the epoch would then miss or repeat batches. The sweep's own workers
+    are shut down when it ends.
+    """
+    loaders = [
+        dl
+        for dl in CombinedLoader(iterables).flattened
+        if isinstance(dl, DataLoader) and dl.persistent_workers and dl.num_workers > 0
+    ]
+    live = [(dl, dl._iterator) for dl in loaders]
+    for dl in loaders:
+        dl._iterator = None
+    try:
+        yield
+    finally:
+        for dl, iterator in live:
+            own = dl._iterator
+            if own is not None and own is not iterator:
+                own._shutdown_workers()  # type: ignore[attr-defined]  # persistent workers: a multiprocessing iterator
+            dl._iterator = iterator
 
 
 def _ignore(*_: Any, **__: Any) -> None:
@@ -152,7 +195,7 @@ class _StepRunner:
 
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
-        self.world_size = trainer.world_size
+        self.world_size, self.global_rank = trainer.world_size, trainer.global_rank
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
         self.batch_idx = 0
         self.step_calls = 0
@@ -169,15 +212,27 @@ class _StepRunner:
     def _count_step(self, *_: Any) -> None:
         self.step_calls += 1
 
+    def _prepare(self, batch: Any) -> Any:
+        """Do to a batch what the training loop does before ``training_step``.
+
+        That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
+        the move to the device and ``on_after_batch_transfer``.
+        """
+        module = self.strategy.lightning_module
+        assert module is not None
+        batch = self.strategy.precision_plugin.convert_input(batch)
+        batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
+        return self.strategy.batch_to_device(batch, dataloader_idx=0)
+
     def _forward(self) -> tuple[torch.Tensor, float]:
         """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
 
-        One all-reduce of three numbers per micro-batch carries the loss, whether each rank has one, and
-        whether any rank raised, so a failure or a NaN on one rank stops all of them together.
+        One all-reduce of four numbers per micro-batch carries the loss, whether each rank has one, and
+        which ranks raised, so a failure or a NaN on one rank stops all of them together.
         """
-        world = self.world_size
+        world, rank = self.world_size, self.global_rank
         for _ in range(MAX_EMPTY_STEPS):
-            batch = self.strategy.batch_to_device(next(self.batches), dataloader_idx=0)
+            batch = self._prepare(next(self.batches))
             error: Exception | None = None
             loss = None
             try:
@@ -186,14 +241,19 @@ class _StepRunner:
                 error = exc
             self.batch_idx += 1
             value = float(loss.detach().float().mean()) if loss is not None else 0.0
-            stats = torch.tensor([float(error is not None), float(loss is not None), value], dtype=torch.float64)
-            failed, with_loss, total = self.strategy.reduce(
+            raised = float(error is not None)
+            stats = torch.tensor([raised, raised * rank, float(loss is not None), value], dtype=torch.float64)
+            failed, rank_sum, with_loss, total = self.strategy.reduce(
                 stats.to(self.strategy.root_device), reduce_op="sum"
             ).tolist()
             if error is not None:
                 raise error
             if failed:
-                raise SweepStepError("another rank raised during an LR sweep step; see that rank's traceback")
+                who = f"rank {int(rank_sum)}" if failed == 1 else f"{int(failed)} ranks"
+                raise SweepStepError(
+                    f"{who} raised during an LR sweep step, so rank {rank} stopped too; see the traceback of {who} "
+                    "for the cause. Every rank restores its training state."
+                )
             if with_loss == world:
                 assert loss is not None
                 return loss, total / world
@@ -231,25 +291,30 @@ class _StepRunner:
         return mean
 
 
-def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
+def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | None = None) -> SweepResult:
     """Run one LR range test on the trainer's live model and optimizer; leave no trace.
 
     The LR swept is that of the reference param group (largest base LR); the other groups follow at
     their original ratio. Everything the steps mutate is restored before this returns or raises.
 
+    Args:
+        trainer: the live trainer, inside ``fit``.
+        config: the sweep's settings.
+        on_step: called after every recorded step with ``(step, lr, loss, smoothed_loss)`` (progress display).
+
     Raises:
         ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
     """
     pl_module = trainer.lightning_module
-    optimizer = only_optimizer(trainer)
+    optimizer = only_optimizer(trainer, config.optimizer_idx)
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
     schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
     scaler = getattr(trainer.precision_plugin, "scaler", None)
-    snapshot = Snapshot(pl_module, [optimizer], schedulers, scaler, data, device=config.snapshot_device)
+    snapshot = Snapshot(pl_module, trainer.optimizers, schedulers, scaler, data, device=config.snapshot_device)
     started = time.perf_counter()
     try:
-        with isolated(trainer, pl_module):
-            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config)
+        with isolated(trainer, pl_module), private_iterators(data):
+            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config, on_step)
     finally:
         snapshot.restore()
         del snapshot
@@ -269,10 +334,12 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig) -> SweepResult:
     )
 
 
-def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig) -> tuple[_Recorder, str]:
+def _sweep_loop(
+    trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig, on_step: StepCallback | None = None
+) -> tuple[_Recorder, str]:
     """Step through the LR schedule until it ends or the loss diverges."""
     weights = group_weights(optimizer)
-    runner = _StepRunner(trainer, optimizer, batch_stream(data))
+    runner = _StepRunner(trainer, optimizer, batch_stream(data, trainer.num_training_batches))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
     recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
@@ -287,12 +354,17 @@ def _sweep_loop(trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: Sw
                 loss = step()
             except BaseException as exc:
                 if hasattr(exc, "add_note"):
-                    exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g})")
+                    where = f" on rank {trainer.global_rank} of {trainer.world_size}" if trainer.world_size > 1 else ""
+                    exc.add_note(
+                        f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g}{where})"
+                    )
                 raise
             if scaler is not None and scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                 skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                 continue
             stop_reason = recorder.add(lr, loss)
+            if on_step is not None:
+                on_step(k, lr, loss, recorder.smoothed[-1])
             if stop_reason is not None:
                 return recorder, stop_reason
             k += 1

@@ -6,10 +6,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import _TunerExitException
 from typing_extensions import override
 
+from lightning_lrsweep.callback import first_epoch_accumulation
 from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.distributed import SpawnReturn, check_strategy
+from lightning_lrsweep.reporting import sweep_progress
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.sweep import run_sweep
 
@@ -20,10 +24,19 @@ class _SweepOnce(Callback):
     def __init__(self, config: SweepConfig) -> None:
         self.config = config
         self.result: SweepResult | None = None
+        self.returned = SpawnReturn()
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.result = run_sweep(trainer, self.config)
+        with first_epoch_accumulation(trainer), sweep_progress(trainer, self.config.num_steps) as on_step:
+            self.result = run_sweep(trainer, self.config, on_step)
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            # a ddp_spawn worker: an exception would kill it, so send the result home and let fit end untrained
+            if trainer.is_global_zero:
+                self.returned.send(self.result)
+            trainer.limit_train_batches = 0
+            trainer.num_sanity_val_steps = 0
+            return
         raise _TunerExitException()
 
 
@@ -35,7 +48,7 @@ class LRSweepTuner:
     Args:
         trainer: the trainer whose strategy, precision and accumulation settings the sweep uses.
 
-    Example:
+    Examples:
         >>> result = LRSweepTuner(Trainer(accelerator="cpu")).sweep(model, datamodule=dm)  # doctest: +SKIP
         >>> result.suggestion(), result.to_pandas().head()  # doctest: +SKIP
     """
@@ -57,21 +70,28 @@ class LRSweepTuner:
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
             **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device`` (see :class:`~lightning_lrsweep.LRSweep`).
+                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``
+                (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
             TypeError: an unknown sweep argument.
-            ValueError: an argument out of range, or a model the sweep cannot run on.
+            ValueError: an argument out of range, a model the sweep cannot run on, or a strategy that shards
+                parameters or optimizer state (FSDP, DeepSpeed).
         """
         config = SweepConfig(**sweep_args)
-        probe = _SweepOnce(config)
         trainer = self.trainer
+        check_strategy(trainer)
+        probe = _SweepOnce(config)
         trainer.callbacks.append(probe)  # type: ignore[attr-defined]
         try:
             trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
         finally:
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
+        launcher = trainer.strategy.launcher
+        if isinstance(launcher, _MultiProcessingLauncher):
+            probe.result = probe.returned.receive()
+            launcher._already_fit = False  # nothing was trained: the next `fit` on this trainer may spawn again
         if probe.result is None:
             raise RuntimeError("The LR sweep did not run: the trainer ended `fit` before `on_fit_start`.")
         return probe.result

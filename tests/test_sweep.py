@@ -122,7 +122,7 @@ class LossRecorder(Classifier):
 
     def training_step(self, batch, batch_idx):
         loss = super().training_step(batch, batch_idx)
-        self.seen.append(float(loss))
+        self.seen.append(float(loss.detach()))
         return loss
 
 

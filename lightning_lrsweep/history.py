@@ -1,0 +1,121 @@
+"""A run's sweeps together: one row per sweep, and every curve overlaid beside the LR per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from lightning_lrsweep.callback import SweepRecord
+
+FRAME_COLUMNS = (
+    "epoch",
+    "kind",
+    "global_step",
+    "steps",
+    "stop_reason",
+    "min_lr",
+    "max_lr",
+    "previous_lr",
+    "suggested_lr",
+    "applied_lr",
+    "reason",
+    "seconds",
+)
+
+
+def history_frame(history: Sequence[SweepRecord]) -> pd.DataFrame:
+    """One row per sweep of a run.
+
+    Columns: epoch, kind, global_step, steps, stop_reason, min_lr, max_lr, previous_lr, suggested_lr,
+    applied_lr (``NaN`` where none), reason and seconds.
+    """
+    import pandas as pd
+
+    rows = [
+        {
+            "epoch": r.epoch,
+            "kind": r.kind,
+            "global_step": r.global_step,
+            "steps": len(r.result.lrs),
+            "stop_reason": r.result.stop_reason,
+            "min_lr": r.result.min_lr,
+            "max_lr": r.result.max_lr,
+            "previous_lr": r.previous_lr,
+            "suggested_lr": np.nan if r.suggested_lr is None else r.suggested_lr,
+            "applied_lr": np.nan if r.applied_lr is None else r.applied_lr,
+            "reason": r.reason,
+            "seconds": r.result.seconds,
+        }
+        for r in history
+    ]
+    return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+
+
+def lr_per_epoch(history: Sequence[SweepRecord]) -> tuple[np.ndarray, np.ndarray]:
+    """The epochs at which a sweep ran, and the LR training continued with from each."""
+    epochs = np.array([r.epoch for r in history], dtype=float)
+    lrs = np.array([r.applied_lr if r.applied_lr is not None else r.previous_lr for r in history], dtype=float)
+    return epochs, lrs
+
+
+def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None) -> Figure:
+    """Every sweep's smoothed loss-vs-LR curve, coloured by epoch, beside the LR applied at each sweep.
+
+    Args:
+        history: the records, as in ``LRSweep.history``.
+        path: also save the figure there (PNG, SVG, … by suffix).
+
+    Returns:
+        The matplotlib figure (two axes: curves, LR per epoch).
+
+    Raises:
+        ValueError: the history is empty.
+    """
+    if not history:
+        raise ValueError("`plot_history` needs at least one sweep, but the history is empty; run `fit` first.")
+    import matplotlib.pyplot as plt
+    from matplotlib import colors, ticker
+
+    fig, (curves, per_epoch) = plt.subplots(1, 2, figsize=(11, 4))
+    last_epoch = max(r.epoch for r in history)
+    norm = colors.Normalize(vmin=0, vmax=max(last_epoch, 1))
+    cmap = plt.get_cmap("viridis")
+    low, high = np.inf, -np.inf
+    for record in history:
+        curve = record.result.curve
+        if len(curve.lrs) == 0:
+            continue
+        curves.plot(curve.lrs, curve.smoothed, color=cmap(norm(record.epoch)), lw=1.5)
+        lr = record.applied_lr if record.applied_lr is not None else record.previous_lr
+        curves.axvline(lr, color=cmap(norm(record.epoch)), ls=":", lw=0.8)
+        low = min(low, float(np.min(curve.smoothed)))
+        high = max(high, float(np.percentile(curve.smoothed, 90)))
+    if np.isfinite(low) and np.isfinite(high) and high > low:
+        curves.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
+    curves.set_xscale("log")
+    curves.set_xlabel("learning rate")
+    curves.set_ylabel("smoothed training loss")
+    curves.set_title("sweep curves (dotted: LR applied)")
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=curves, label="epoch")
+
+    epochs, lrs = lr_per_epoch(history)
+    per_epoch.step(np.append(epochs, last_epoch + 1), np.append(lrs, lrs[-1]), where="post", color="C0")
+    per_epoch.scatter(epochs, lrs, c=[cmap(norm(e)) for e in epochs], zorder=3)
+    if lrs.max() / lrs.min() >= 10:  # a log axis only where it spans a decade; readable ticks either way
+        per_epoch.set_yscale("log")
+    per_epoch.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+    per_epoch.yaxis.set_minor_formatter(ticker.NullFormatter())
+    per_epoch.set_xlabel("epoch")
+    per_epoch.set_ylabel("learning rate")
+    per_epoch.set_title("LR applied at each sweep")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig

@@ -1,0 +1,204 @@
+"""Where a sweep shows up: the trainer's progress bar, its loggers (metrics, hparams, figure, files), a summary line.
+
+Everything here writes from global rank 0 only; the other ranks run the same sweep silently.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_lrsweep.sweep import StepCallback
+
+if TYPE_CHECKING:
+    from lightning_lrsweep.callback import SweepRecord
+
+METRIC_PREFIX = "lr_sweep"
+
+
+def summary_line(record: SweepRecord) -> str:
+    """One line per sweep: where it ran, steps run, why it stopped, suggested and applied LR.
+
+    Examples:
+        ``LRSweep fit_start sweep at epoch 0: 61 steps, stopped by diverged; suggested 0.0312, LR 0.001 -> 0.0312
+        (fit-start suggestion applied).``
+    """
+    suggested = f"{record.suggested_lr:.3g}" if record.suggested_lr is not None else "none"
+    applied = f"{record.applied_lr:.3g}" if record.applied_lr is not None else "unchanged"
+    return (
+        f"LRSweep {record.kind} sweep at epoch {record.epoch}: {len(record.result.lrs)} steps, stopped by "
+        f"{record.result.stop_reason}; suggested {suggested}, LR {record.previous_lr:.3g} -> {applied} "
+        f"({record.reason})."
+    )
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+def _describe(lr: float, smoothed: float) -> str:
+    return f"LR sweep  lr={lr:.2e}  loss={smoothed:.4g}"
+
+
+@contextmanager
+def sweep_progress(trainer: pl.Trainer, total: int, title: str = "LR sweep") -> Iterator[StepCallback | None]:
+    """Show a sweep's progress in the style of the trainer's progress bar; yield the engine's ``on_step``.
+
+    A ``RichProgressBar`` gets a Rich task (inside its live display when that is running); any other
+    enabled progress bar (``TQDMProgressBar``, custom ones) gets a tqdm bar that disappears when the sweep
+    ends. Yields ``None`` (nothing shown) without a progress bar, when it is disabled, and on ranks other
+    than 0.
+    """
+    bar = trainer.progress_bar_callback
+    if bar is None or not getattr(bar, "is_enabled", True) or not trainer.is_global_zero:
+        yield None
+    elif isinstance(bar, RichProgressBar):
+        with _rich_progress(bar, total, title) as on_step:
+            yield on_step
+    else:
+        with _tqdm_progress(total, title) as on_step:
+            yield on_step
+
+
+@contextmanager
+def _tqdm_progress(total: int, title: str) -> Iterator[StepCallback]:
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=total, desc=title, leave=False, dynamic_ncols=True, file=sys.stdout, unit="step")
+
+    def on_step(k: int, lr: float, loss: float, smoothed: float) -> None:
+        progress.set_postfix_str(f"lr={lr:.2e}, loss={smoothed:.4g}", refresh=False)
+        progress.update(1)
+
+    try:
+        yield on_step
+    finally:
+        progress.close()
+
+
+@contextmanager
+def _rich_progress(bar: RichProgressBar, total: int, title: str) -> Iterator[StepCallback]:
+    """A task in the bar's live display when it runs (mid-fit), else a transient Rich progress of our own."""
+    from rich.progress import BarColumn, Progress, TextColumn
+    from rich.text import Text
+
+    live = bar.progress if bar.progress is not None and bar.progress.live.is_started else None
+    progress = live or Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), transient=True
+    )
+    metrics = getattr(bar, "_metric_component", None) if live is not None else None
+    if metrics is not None:
+        # Lightning's metrics column looks the bar up in `trainer.callbacks`, which the sweep hides.
+        metrics.render = lambda task: Text()
+    if live is None:
+        progress.start()
+    task = progress.add_task(title, total=total)
+
+    def on_step(k: int, lr: float, loss: float, smoothed: float) -> None:
+        progress.update(task, advance=1, description=_describe(lr, smoothed))
+
+    try:
+        yield on_step
+    finally:
+        progress.remove_task(task)
+        if metrics is not None:
+            del metrics.render
+        if live is None:
+            progress.stop()
+
+
+# -- loggers ---------------------------------------------------------------------------------------
+
+
+def hparams_with_lr(pl_module: pl.LightningModule, attr: str | None, lr: float) -> dict[str, Any] | None:
+    """The module's (and datamodule's) initial hparams, as Lightning logs them, with the LR attribute set to ``lr``.
+
+    ``None`` when neither logs hparams (``save_hyperparameters(logger=False)``) or the trainer does not
+    (``enable_autolog_hparams=False``).
+    """
+    trainer = pl_module._trainer
+    datamodule = getattr(trainer, "datamodule", None)
+    module_logs = pl_module._log_hyperparams
+    data_logs = datamodule is not None and datamodule._log_hyperparams
+    if not getattr(trainer, "enable_autolog_hparams", True) or not (module_logs or data_logs):
+        return None
+    params: dict[str, Any] = {}
+    if module_logs:
+        params.update(pl_module.hparams_initial)
+    if data_logs and datamodule is not None:
+        params.update(datamodule.hparams_initial)
+    params.pop("_class_path", None)
+    params[attr or "lr"] = lr
+    return params
+
+
+def current_lr(record: SweepRecord) -> float:
+    """The LR training continues with after the sweep."""
+    return record.applied_lr if record.applied_lr is not None else record.previous_lr
+
+
+def log_hparams(trainer: pl.Trainer, attr: str | None, lr: float) -> None:
+    """Re-log the hparams to every logger with the LR attribute at ``lr``, so ``hparams.yaml`` has the tuned LR."""
+    if not trainer.is_global_zero or not trainer.loggers:
+        return
+    params = hparams_with_lr(trainer.lightning_module, attr, lr)
+    if params is None:
+        return
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+        logger.save()
+        if isinstance(logger, TensorBoardLogger) and Path(logger.log_dir).is_dir():
+            # its save() writes hparams.yaml only once: rewrite it with the current LR
+            save_hparams_to_yaml(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE, logger.hparams)
+
+
+def report_to_loggers(
+    trainer: pl.Trainer, record: SweepRecord, attr: str | None, curves: bool = True, hparams: bool = True
+) -> None:
+    """Send one sweep to every logger: metrics at the current global step, figure, curve files and hparams.
+
+    Each logger gets ``lr_sweep/suggested_lr`` (when there was a suggestion) and ``lr_sweep/applied_lr``.
+    With ``curves``, a logger whose ``experiment`` has ``add_figure`` (TensorBoard) gets the loss-vs-LR
+    figure as ``lr_sweep/curve``, and a logger with a ``log_dir`` gets ``lr_sweep/epoch=N.csv`` and ``.png``.
+    With ``hparams``, the hparams are logged again with the LR attribute at the applied LR.
+    """
+    if not trainer.is_global_zero or not trainer.loggers:
+        return
+    metrics = {f"{METRIC_PREFIX}/applied_lr": current_lr(record)}
+    if record.suggested_lr is not None:
+        metrics[f"{METRIC_PREFIX}/suggested_lr"] = record.suggested_lr
+    written: set[Path] = set()
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        if not curves:
+            continue
+        add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+        if callable(add_figure):
+            add_figure(f"{METRIC_PREFIX}/curve", _figure(record), global_step=trainer.global_step)
+        log_dir = getattr(logger, "log_dir", None)
+        if log_dir is not None and Path(log_dir) / METRIC_PREFIX not in written:
+            folder = Path(log_dir) / METRIC_PREFIX
+            record.result.save(folder, stem=f"epoch={record.epoch}")
+            written.add(folder)
+    if hparams:
+        log_hparams(trainer, attr, current_lr(record))
+
+
+def _figure(record: SweepRecord) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    record.result.plot(ax=ax)
+    ax.set_title(f"LR sweep at epoch {record.epoch} ({record.kind})")
+    fig.tight_layout()
+    return fig  # add_figure closes it

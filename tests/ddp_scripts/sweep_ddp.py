@@ -1,0 +1,227 @@
+"""Scenarios run under DDP (2 CPU processes, gloo); every rank dumps what it saw into OUT for tests/test_ddp.py.
+
+Usage: python tests/ddp_scripts/sweep_ddp.py ddp|ddp_spawn|multinode OUT
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the models helper
+
+import torch  # noqa: E402
+from lightning.pytorch import Callback, seed_everything  # noqa: E402
+from models import Classifier, loader, trainer  # noqa: E402
+
+from lightning_lrsweep import LRSweep, LRSweepTuner  # noqa: E402
+
+
+def fixed_lr(result: Any) -> float:
+    return 0.05
+
+
+def huge_lr(result: Any) -> float:
+    return 10.0
+
+
+class Recording(Classifier):
+    """Records every loss ``training_step`` computes on this rank; optionally NaN or raise at the n-th call."""
+
+    def __init__(self, lr: float = 0.05, nan_at: int | None = None, raise_at: int | None = None, on_rank: int = 1):
+        super().__init__(lr=lr)
+        self.nan_at, self.raise_at, self.on_rank = nan_at, raise_at, on_rank
+        self.calls: int = 0
+        self.losses: list[float] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.calls += 1
+        mine = self.global_rank == self.on_rank
+        if mine and self.calls == self.raise_at:
+            raise RuntimeError(f"boom on rank {self.global_rank}")
+        loss = super().training_step(batch, batch_idx)
+        if mine and self.calls == self.nan_at:
+            loss = loss * float("nan")
+        self.losses.append(float(loss.detach()))
+        return loss
+
+
+def ddp_trainer(strategy: str, **kwargs: Any) -> Any:
+    kwargs.setdefault("devices", 2)
+    return trainer(accelerator="cpu", strategy=strategy, **kwargs)
+
+
+def curve(result: Any) -> dict[str, Any]:
+    return {
+        "lrs": result.lrs.tolist(),
+        "losses": [x if math.isfinite(x) else repr(x) for x in result.losses.tolist()],
+        "stop_reason": result.stop_reason,
+    }
+
+
+def lrs_of(t: Any) -> list[float]:
+    return [float(g["lr"]) for g in t.optimizers[0].param_groups]
+
+
+def gathered_lrs(t: Any) -> list[list[float]]:
+    """Every rank's param-group LRs, gathered on every rank."""
+    mine = torch.tensor(lrs_of(t), dtype=torch.float64)
+    return t.strategy.all_gather(mine).reshape(t.world_size, -1).tolist()
+
+
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def tuner_curve(strategy: str) -> dict[str, Any]:
+    """One tuner sweep with gradient accumulation: the curve against this rank's own losses."""
+    seed_everything(1)
+    model = Recording(lr=0.01)
+    before = weights(model)
+    t = ddp_trainer(strategy, accumulate_grad_batches=2)
+    result = LRSweepTuner(t).sweep(model, loader(), num_steps=8, early_stop_threshold=None, max_lr=1.0)
+    return {"curve": curve(result), "rank_losses": model.losses, "restored": same(before, weights(model))}
+
+
+def one_rank_nan(strategy: str) -> dict[str, Any]:
+    seed_everything(2)
+    model = Recording(lr=0.01, nan_at=4)
+    result = LRSweepTuner(ddp_trainer(strategy)).sweep(model, loader(), num_steps=20, max_lr=1e-2)
+    return {"curve": curve(result), "calls": model.calls}
+
+
+def callback_fit(strategy: str) -> dict[str, Any]:
+    """A fit-start sweep and a clamped re-tune: the LR each rank ends with, and who warned."""
+    seed_everything(3)
+    model = Recording(lr=0.01)
+    sweep = LRSweep(num_steps=12, every_n_epochs=1, retune_num_steps=8, retune_suggestion=huge_lr, max_change=2.0)
+    t = ddp_trainer(strategy, max_epochs=2, callbacks=[sweep], limit_train_batches=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.fit(model, loader())
+    return {
+        "history": [
+            {"curve": curve(r.result), "previous": r.previous_lr, "suggested": r.suggested_lr, "applied": r.applied_lr}
+            for r in sweep.history
+        ],
+        "lrs": lrs_of(t),
+        "gathered_lrs": gathered_lrs(t),
+        "hparams_lr": float(model.hparams.lr),
+        "clamp_warnings": sum("clamped" in str(w.message) for w in caught),
+    }
+
+
+class SamplerProbe(Callback):
+    """At each epoch start (after any sweep there): the sampler's type, epoch and the start of its order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int, list[int]]] = []
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        sampler = trainer.train_dataloader.sampler
+        self.seen.append((type(sampler).__name__, sampler.epoch, list(sampler)[:6]))
+
+
+def bit_for_bit(strategy: str, out: Path, rank: int) -> dict[str, Any]:
+    """A DDP fit with sweeps every epoch against a plain DDP fit at the LR they apply."""
+    seed_everything(4)
+    plain, plain_probe = Classifier(lr=0.05), SamplerProbe()
+    ddp_trainer(strategy, max_epochs=2, callbacks=[plain_probe]).fit(plain, loader())
+    seed_everything(4)
+    swept, swept_probe = Classifier(lr=0.01), SamplerProbe()
+    sweep = LRSweep(every_n_epochs=1, suggestion=fixed_lr, num_steps=10, retune_num_steps=6)
+    ddp_trainer(strategy, max_epochs=2, callbacks=[sweep, swept_probe]).fit(swept, loader())
+    torch.save({"plain": weights(plain), "swept": weights(swept)}, out / f"weights_{rank}.pt")
+    return {"sweeps": len(sweep.history), "samplers": [plain_probe.seen, swept_probe.seen]}
+
+
+def one_rank_raises(strategy: str) -> dict[str, Any]:
+    """Rank 1 raises in its 3rd sweep step: every rank must stop, restore, and say which rank raised."""
+    seed_everything(5)
+    model = Recording(lr=0.01, raise_at=3)
+    before = weights(model)
+    t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=10)])
+    try:
+        t.fit(model, loader())
+        error = None
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        error = {"type": type(exc).__name__, "text": "".join(traceback.format_exception_only(exc))}
+        error["notes"] = list(getattr(exc, "__notes__", []))
+    return {
+        "error": error,
+        "restored": same(before, weights(model)),
+        "optimizer_state_empty": not t.optimizers[0].state,
+        "lrs": lrs_of(t),
+    }
+
+
+def spawned(out: Path) -> dict[str, Any]:
+    """``ddp_spawn``: what the main process holds after the workers are gone."""
+    seed_everything(6)
+    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6)
+    ddp_trainer("ddp_spawn", max_epochs=2, callbacks=[sweep], limit_train_batches=2).fit(Classifier(lr=0.01), loader())
+    seed_everything(6)
+    model = Classifier(lr=0.01)
+    before = weights(model)
+    t = ddp_trainer("ddp_spawn", max_epochs=1, limit_train_batches=2)
+    result = LRSweepTuner(t).sweep(model, loader(), num_steps=10)
+    restored = same(before, weights(model))
+    t.fit(model, loader())  # the tuner left the trainer able to fit
+    return {
+        "history": [{"curve": curve(r.result), "applied": r.applied_lr} for r in sweep.history],
+        "tuner_curve": curve(result),
+        "tuner_suggestion": result.suggestion(),
+        "restored": restored,
+        "trained_after_tuning": not same(before, weights(model)),
+    }
+
+
+def multinode(out: Path) -> dict[str, Any]:
+    """Under torchrun, one process per node: the curve and LR each node ends with."""
+    seed_everything(7)
+    model = Recording(lr=0.01)
+    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6)
+    t = ddp_trainer("ddp", devices=1, num_nodes=2, max_epochs=2, limit_train_batches=2, callbacks=[sweep])
+    t.fit(model, loader())
+    return {
+        "world_size": t.world_size,
+        "node_rank": t.node_rank,
+        "history": [{"curve": curve(r.result), "applied": r.applied_lr} for r in sweep.history],
+        "lrs": lrs_of(t),
+        "hparams_lr": float(model.hparams.lr),
+    }
+
+
+SCENARIOS = {
+    "tuner_curve": tuner_curve,
+    "one_rank_nan": one_rank_nan,
+    "callback_fit": callback_fit,
+    "one_rank_raises": one_rank_raises,
+}
+
+
+def main() -> None:
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    if mode == "ddp":
+        report = {name: scenario("ddp") for name, scenario in SCENARIOS.items()}
+        report["bit_for_bit"] = bit_for_bit("ddp", out, rank)
+    else:
+        report = {"ddp_spawn": spawned, "multinode": multinode}[mode](out)
+    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Sweeps under DDP for real: 2 CPU processes (gloo) with ``ddp``, ``ddp_spawn`` and 2 nodes under torchrun.
+
+Lightning's ``ddp`` launcher re-runs the *script* in the other ranks, which cannot be pytest itself, so each
+fixture runs ``ddp_scripts/sweep_ddp.py`` in a subprocess (with a timeout: a hang fails instead of blocking)
+and every rank dumps what it saw as JSON; the tests compare the ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed
+
+pytestmark = [
+    pytest.mark.ddp,
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="needs torch.distributed"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve().parent / "ddp_scripts" / "sweep_ddp.py"
+_LAUNCH_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR")
+_LAUNCH_VARS += ("MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "PL_GLOBAL_SEED")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)  # this checkout
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _launch(*commands: list[str], timeout: float) -> None:
+    """Run the commands side by side; kill their process groups (launched ranks included) if they overrun."""
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for cmd in commands
+    ]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"DDP run did not finish within {timeout}s (a hang?): {commands}")
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output[-6000:]
+
+
+def _ranks(out: Path, mode: str, n: int = 2) -> list[dict]:
+    return [json.loads((out / f"{mode}_rank_{rank}.json").read_text()) for rank in range(n)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    out = tmp_path_factory.mktemp("ddp")
+    _launch([sys.executable, str(SCRIPT), "ddp", str(out)], timeout=150)
+    return _ranks(out, "ddp"), out
+
+
+@pytest.fixture(scope="module")
+def spawn_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("ddp_spawn")
+    _launch([sys.executable, str(SCRIPT), "ddp_spawn", str(out)], timeout=150)
+    return _ranks(out, "ddp_spawn", n=1)[0]  # the main process only: the workers are gone
+
+
+@pytest.fixture(scope="module")
+def multinode_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out, port = tmp_path_factory.mktemp("multinode"), _free_port()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1"]
+    nodes = [
+        [*torchrun, f"--node-rank={node}", "--master-addr=127.0.0.1", f"--master-port={port}"]
+        + [str(SCRIPT), "multinode", str(out)]
+        for node in (0, 1)
+    ]
+    _launch(*nodes, timeout=150)
+    return _ranks(out, "multinode")
+
+
+def _losses(curve: dict) -> list[float]:
+    return [float(x) for x in curve["losses"]]
+
+
+def test_curve_is_the_mean_over_ranks_and_accumulated_micro_batches(ddp_run):
+    ranks, _ = ddp_run
+    first, second = (r["tuner_curve"] for r in ranks)
+    assert first["curve"] == second["curve"]  # the same SweepResult on every rank
+    steps = len(first["curve"]["lrs"])
+    assert steps == 8
+    own = [r["rank_losses"] for r in (first, second)]
+    assert all(len(losses) == 2 * steps for losses in own)  # accumulate_grad_batches=2
+    assert own[0] != own[1]  # each rank swept its own shard
+    expected = [sum(losses[2 * k] + losses[2 * k + 1] for losses in own) / 4 for k in range(steps)]
+    assert _losses(first["curve"]) == pytest.approx(expected, rel=1e-9)
+    assert first["restored"] and second["restored"]
+
+
+def test_one_rank_nan_stops_every_rank_at_the_same_step(ddp_run):
+    ranks, _ = ddp_run
+    first, second = (r["one_rank_nan"] for r in ranks)
+    assert first == second
+    losses = _losses(first["curve"])
+    assert first["curve"]["stop_reason"] == "non_finite"
+    assert len(losses) == 4 and math.isnan(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
+    assert first["calls"] == second["calls"] == 4  # rank 0's loss was finite, it stopped all the same
+
+
+def test_suggestion_applied_lr_and_hparams_are_identical_on_all_ranks(ddp_run):
+    ranks, _ = ddp_run
+    first, second = (r["callback_fit"] for r in ranks)
+    assert first["history"] == second["history"]
+    assert [len(r["curve"]["lrs"]) for r in first["history"]] == [12, 8]
+    final = first["history"][-1]["applied"]
+    assert first["history"][-1]["suggested"] == 10.0 and final == pytest.approx(2 * first["history"][0]["applied"])
+    for rank in (first, second):
+        assert rank["gathered_lrs"] == [[final], [final]]  # all_gather of every rank's param-group LRs
+        assert rank["lrs"] == [final] and rank["hparams_lr"] == final
+
+
+def test_warnings_come_from_rank_zero_only(ddp_run):
+    ranks, _ = ddp_run
+    assert [r["callback_fit"]["clamp_warnings"] for r in ranks] == [1, 0]
+
+
+def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run):
+    ranks, _ = ddp_run
+    first, second = (r["one_rank_raises"] for r in ranks)
+    assert second["error"]["type"] == "RuntimeError" and "boom on rank 1" in second["error"]["text"]
+    assert any("step 2" in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
+    assert first["error"]["type"] == "SweepStepError"
+    assert "rank 1 raised during an LR sweep step, so rank 0 stopped too" in first["error"]["text"]
+    for rank in (first, second):
+        assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
+
+
+def test_sweeps_every_epoch_leave_a_ddp_fit_bit_for_bit_equal_to_a_plain_one(ddp_run):
+    ranks, out = ddp_run
+    assert [r["bit_for_bit"]["sweeps"] for r in ranks] == [2, 2]
+    for rank in ranks:  # after each sweep, the DistributedSampler's epoch and order are a plain fit's
+        plain, swept = rank["bit_for_bit"]["samplers"]
+        assert plain == swept and [(name, epoch) for name, epoch, _ in swept] == [
+            ("DistributedSampler", 0),
+            ("DistributedSampler", 1),
+        ]
+    assert ranks[0]["bit_for_bit"]["samplers"] != ranks[1]["bit_for_bit"]["samplers"]  # each rank its own shard
+    saved = [torch.load(out / f"weights_{rank}.pt") for rank in (0, 1)]
+    for weights in saved:
+        assert weights["plain"].keys() == weights["swept"].keys()
+        different = [k for k in weights["plain"] if not torch.equal(weights["plain"][k], weights["swept"][k])]
+        assert not different, f"tensors differ: {different}"
+    params = [k for k in saved[0]["swept"] if "running_" not in k and "num_batches" not in k]  # BN stats are per rank
+    assert all(torch.equal(saved[0]["swept"][k], saved[1]["swept"][k]) for k in params)
+
+
+def test_ddp_spawn_history_and_tuner_result_reach_the_main_process(spawn_run):
+    history = spawn_run["history"]
+    assert len(history) == 2 and all(len(r["curve"]["lrs"]) >= 6 for r in history)
+    assert history[0]["applied"] is not None
+    assert len(spawn_run["tuner_curve"]["lrs"]) == 10 and spawn_run["tuner_suggestion"] is not None
+    assert spawn_run["restored"]  # the weights the workers sent back are the untouched ones
+    assert spawn_run["trained_after_tuning"]  # and the same trainer could fit afterwards
+
+
+def test_two_nodes_under_torchrun_record_the_same_curve_and_end_with_the_same_lr(multinode_run):
+    first, second = multinode_run
+    assert first["world_size"] == second["world_size"] == 2
+    assert {first["node_rank"], second["node_rank"]} == {0, 1}
+    assert first["history"] == second["history"] and len(first["history"]) == 2
+    final = first["history"][-1]["applied"]
+    assert first["lrs"] == second["lrs"] == [final]
+    assert first["hparams_lr"] == second["hparams_lr"] == final

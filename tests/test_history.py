@@ -1,0 +1,42 @@
+"""history_frame and plot_history over a real run's sweeps."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+from lightning.pytorch import seed_everything
+from models import Classifier, loader, trainer
+
+from lightning_lrsweep import LRSweep
+
+
+@pytest.fixture(scope="module")
+def swept():
+    seed_everything(2)
+    callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    trainer(max_epochs=3, callbacks=[callback]).fit(Classifier(lr=0.01), loader(n=96))
+    return callback
+
+
+def test_history_frame_one_row_per_sweep(swept):
+    frame = swept.history_frame()
+    assert list(frame["epoch"]) == [0, 1, 2]
+    assert list(frame["kind"]) == ["fit_start", "retune", "retune"]
+    assert list(frame["steps"]) == [len(r.result.lrs) for r in swept.history]
+    assert np.allclose(frame["applied_lr"], [r.applied_lr for r in swept.history])
+    assert {"previous_lr", "suggested_lr", "stop_reason", "reason", "global_step", "seconds"} <= set(frame.columns)
+
+
+def test_plot_history_overlays_every_curve_and_the_lr_per_epoch(swept, tmp_path):
+    fig = swept.plot_history(tmp_path / "history.png")
+    curves, per_epoch = fig.axes[:2]
+    assert len(curves.lines) == 2 * len(swept.history)  # a curve and the applied-LR marker per sweep
+    assert per_epoch.get_ylabel() == "learning rate"
+    assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+def test_plot_history_of_nothing_says_so():
+    with pytest.raises(ValueError, match="history is empty"):
+        LRSweep().plot_history()

@@ -1,0 +1,137 @@
+"""Sweeps in the loggers (real CSVLogger and TensorBoardLogger), the progress bar and the summary line."""
+
+import logging
+
+import pandas as pd
+import pytest
+import yaml
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from models import Classifier, loader, trainer
+
+from lightning_lrsweep import LRSweep
+
+
+def fit(callbacks, epochs=2, **trainer_kwargs):
+    seed_everything(3)
+    model = Classifier(lr=0.01)
+    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
+    t.fit(model, loader(n=128))
+    return model, t
+
+
+def sweep(**kwargs):
+    return LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10, **kwargs)
+
+
+def test_csv_logger_gets_metrics_tuned_hparams_and_curve_files(tmp_path):
+    callback = sweep()
+    logger = CSVLogger(tmp_path, name="run")
+    model, _ = fit([callback], logger=logger)
+    log_dir = tmp_path / "run" / "version_0"
+    metrics = pd.read_csv(log_dir / "metrics.csv")
+    logged = metrics.dropna(subset=["lr_sweep/applied_lr"])
+    assert list(logged["step"]) == [r.global_step for r in callback.history] == [0, 4]
+    assert list(logged["lr_sweep/applied_lr"]) == pytest.approx([r.applied_lr for r in callback.history])
+    assert logged["lr_sweep/suggested_lr"].iloc[0] == pytest.approx(callback.history[0].suggested_lr)
+    hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
+    assert hparams["lr"] == pytest.approx(model.hparams.lr) and hparams["lr"] != 0.01
+    for epoch in (0, 1):
+        assert len(pd.read_csv(log_dir / "lr_sweep" / f"epoch={epoch}.csv")) == len(callback.history[epoch].result.lrs)
+        assert (log_dir / "lr_sweep" / f"epoch={epoch}.png").stat().st_size > 1000
+
+
+def test_tensorboard_gets_scalars_figure_and_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    callback = sweep()
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    model, _ = fit([callback], logger=logger)
+    log_dir = tmp_path / "tb" / "version_0"
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
+    applied = events.Scalars("lr_sweep/applied_lr")
+    assert [e.step for e in applied] == [0, 4]
+    assert [e.value for e in applied] == pytest.approx([r.applied_lr for r in callback.history], rel=1e-6)
+    assert len(events.Scalars("lr_sweep/suggested_lr")) >= 1
+    assert len(events.Images("lr_sweep/curve")) == 2
+    assert yaml.safe_load((log_dir / "hparams.yaml").read_text())["lr"] == pytest.approx(model.hparams.lr)
+    assert (log_dir / "lr_sweep" / "epoch=1.csv").exists()
+
+
+def test_log_curves_false_logs_metrics_only(tmp_path):
+    callback = sweep(log_curves=False)
+    fit([callback], epochs=1, logger=CSVLogger(tmp_path, name="run"))
+    log_dir = tmp_path / "run" / "version_0"
+    assert "lr_sweep/applied_lr" in pd.read_csv(log_dir / "metrics.csv").columns
+    assert not (log_dir / "lr_sweep").exists()
+
+
+def test_summary_line_per_sweep(caplog):
+    callback = sweep()
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        fit([callback])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRSweep")]
+    assert len(lines) == 2
+    assert "fit_start sweep at epoch 0: " in lines[0] and "steps, stopped by" in lines[0]
+    assert "suggested" in lines[0] and "->" in lines[0]
+
+
+def test_tqdm_progress_shows_lr_and_loss(monkeypatch, capsys):
+    import tqdm.std
+
+    postfixes = []
+    set_postfix_str = tqdm.std.tqdm.set_postfix_str
+
+    def spy(self, s="", refresh=True):
+        postfixes.append((self.desc, s))
+        return set_postfix_str(self, s, refresh)
+
+    monkeypatch.setattr(tqdm.std.tqdm, "set_postfix_str", spy)
+    fit([sweep(), TQDMProgressBar()], epochs=1, enable_progress_bar=True)
+    assert "LR sweep (fit start)" in capsys.readouterr().out
+    assert len(postfixes) == 15 and postfixes[0][0] == "LR sweep (fit start)"
+    assert postfixes[0][1].startswith("lr=1.00e-07, loss=")
+
+
+def test_rich_progress_shows_lr_and_loss(monkeypatch):
+    rich_progress = pytest.importorskip("rich.progress")
+    descriptions = []
+    update = rich_progress.Progress.update
+
+    def spy(self, task_id, **kwargs):
+        descriptions.append(kwargs.get("description") or "")
+        return update(self, task_id, **kwargs)
+
+    monkeypatch.setattr(rich_progress.Progress, "update", spy)
+    # epoch 0: a Rich progress of its own; epoch 1: a task inside the bar's running live display
+    fit([sweep(), RichProgressBar()], epochs=2, enable_progress_bar=True)
+    shown = [d for d in descriptions if d.startswith("LR sweep")]
+    assert len(shown) == len(set(shown)) > 20 and "lr=" in shown[0] and "loss=" in shown[0]
+
+
+def test_silent_without_progress_bar(capsys):
+    fit([sweep()], epochs=1, enable_progress_bar=False)
+    assert "LR sweep" not in capsys.readouterr().out
+
+
+def test_a_retune_that_moves_the_lr_updates_the_logged_hparams(tmp_path):
+    callback = sweep(suggestion=lambda r: 0.05, retune_suggestion=lambda r: 0.08, log_curves=False)
+    loggers = [CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")]
+    model, _ = fit([callback], logger=loggers)
+    assert model.hparams.lr == pytest.approx(0.08)
+    for name in ("csv", "tb"):
+        assert yaml.safe_load((tmp_path / name / "version_0" / "hparams.yaml").read_text())["lr"] == pytest.approx(0.08)
+
+
+def test_hparams_kept_out_of_the_logger_stay_out(tmp_path):
+    class Quiet(Classifier):
+        def __init__(self, lr=0.01):
+            super().__init__(lr=lr)
+            self.save_hyperparameters(logger=False)
+
+    seed_everything(3)
+    t = trainer(max_epochs=1, callbacks=[sweep(log_curves=False)], logger=CSVLogger(tmp_path, name="run"))
+    t.fit(Quiet(), loader(n=128))
+    hparams = tmp_path / "run" / "version_0" / "hparams.yaml"
+    assert not hparams.exists() or not yaml.safe_load(hparams.read_text())

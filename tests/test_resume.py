@@ -1,0 +1,107 @@
+"""Checkpoint and resume: history, schedule and tuned LR survive; no fit-start sweep on resume."""
+
+import pytest
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import ModelCheckpoint
+from models import Classifier, loader, trainer
+from torch import nn
+
+from lightning_lrsweep import LRSweep
+
+
+class Plain(Classifier):
+    """No dropout, so a resumed run (whose global RNG differs) computes exactly what an uninterrupted one does."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def sweep(**kwargs):
+    return LRSweep(every_n_epochs=2, num_steps=15, retune_num_steps=10, **kwargs)
+
+
+def run(callback, epochs, ckpt_dir=None, ckpt_path=None):
+    seed_everything(5)
+    model = Plain()
+    callbacks = [callback]
+    if ckpt_dir is not None:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
+    t = trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None)
+    t.fit(model, loader(n=96, shuffle=False), ckpt_path=ckpt_path)
+    return model, t
+
+
+def summary(history):
+    return [(r.kind, r.epoch, r.global_step, r.previous_lr, r.suggested_lr, r.applied_lr) for r in history]
+
+
+def test_resumed_history_equals_uninterrupted(tmp_path):
+    first = sweep()
+    run(first, epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep()
+    model, t = run(resumed, epochs=4, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in first.history] == [0]
+    assert [r.epoch for r in resumed.history] == [0, 2]  # epoch 0 restored, not re-run; epoch 2 re-tuned after resuming
+    full = sweep()
+    full_model, _ = run(full, epochs=4)
+    assert summary(resumed.history) == summary(full.history)
+    for a, b in zip(resumed.history, full.history, strict=True):
+        assert a.result.lrs.tolist() == b.result.lrs.tolist() and a.result.losses.tolist() == b.result.losses.tolist()
+    assert model.hparams.lr == full_model.hparams.lr == t.optimizers[0].param_groups[0]["lr"]
+    for p, q in zip(model.parameters(), full_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_resume_restores_the_tuned_lr_into_the_module(tmp_path):
+    first = LRSweep(num_steps=15, suggestion=lambda r: 0.123)
+    run(first, epochs=1, ckpt_dir=tmp_path)
+    resumed = LRSweep(num_steps=15, suggestion=lambda r: 0.5)
+    model, t = run(resumed, epochs=2, ckpt_path=tmp_path / "last.ckpt")
+    assert len(resumed.history) == 1 and resumed.history[0].applied_lr == pytest.approx(0.123)
+    assert model.hparams.lr == pytest.approx(0.123)
+    assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.123)
+
+
+def test_sweep_on_resume_runs_the_fit_start_sweep_again(tmp_path):
+    run(LRSweep(num_steps=15, suggestion=lambda r: 0.123), epochs=1, ckpt_dir=tmp_path)
+    resumed = LRSweep(num_steps=15, suggestion=lambda r: 0.05, sweep_on_resume=True)
+    model, _ = run(resumed, epochs=2, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.kind for r in resumed.history] == ["fit_start", "fit_start"]
+    assert model.hparams.lr == pytest.approx(0.05)
+
+
+def test_state_round_trip_and_two_instances_coexist(tmp_path):
+    a, b = sweep(), LRSweep(num_steps=20)
+    assert a.state_key != b.state_key
+    run(a, epochs=1, ckpt_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert a.state_key in checkpoint["callbacks"]
+    fresh = sweep()
+    fresh.load_state_dict(checkpoint["callbacks"][a.state_key])
+    assert summary(fresh.history) == summary(a.history)
+    assert fresh._distance == a._distance
+    assert fresh.history[0].result.suggestion() == a.history[0].result.suggestion()
+    fresh.load_state_dict({})  # fields missing from older checkpoints fall back to defaults
+    assert fresh.history == []
+
+
+def test_resume_mid_epoch_does_not_repeat_that_epochs_retune(tmp_path):
+    first = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    seed_everything(5)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=4)
+    trainer(max_epochs=2, callbacks=[first, checkpoint], enable_checkpointing=True).fit(
+        Plain(), loader(n=96, shuffle=False)
+    )
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # mid epoch 1
+    resumed = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [0, 1, 2]
+
+
+def test_a_second_fit_with_the_same_instance_retunes_again():
+    callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    run(callback, epochs=2)
+    run(callback, epochs=2)
+    assert [r.epoch for r in callback.history] == [0, 1, 0, 1]
