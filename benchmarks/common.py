@@ -117,6 +117,7 @@ class RunCache:
         self.compute_s = 0.0
         self.used = 0  # runs this invocation used, cached or new
         self.used_s = 0.0  # their recorded compute time (runs cached before this field existed count 0)
+        self._seen: set[Path] = set()
 
     def path(self, section: str, key: dict[str, Any]) -> Path:
         blob = json.dumps(_jsonable({**key, "_v": CACHE_VERSION}), sort_keys=True)
@@ -128,8 +129,10 @@ class RunCache:
         p = self.path(section, key)
         if p.exists() and not self.refresh:
             blob = json.loads(p.read_text())
-            self.used += 1
-            self.used_s += blob.get("compute_s", 0.0)
+            if p not in self._seen:
+                self._seen.add(p)
+                self.used += 1
+                self.used_s += blob.get("compute_s", 0.0)
             return _restore(blob["value"])
         t0 = time.perf_counter()
         value = fn()
@@ -138,6 +141,7 @@ class RunCache:
         self.computed += 1
         self.used += 1
         self.used_s += dt
+        self._seen.add(p)
         p.parent.mkdir(parents=True, exist_ok=True)
         blob = {"key": _jsonable(key), "value": _jsonable(value), "compute_s": dt}
         p.write_text(json.dumps(blob, indent=1))

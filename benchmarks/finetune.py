@@ -94,6 +94,7 @@ def _fit(lr: float, seed: int, steps: int, sweep: dict | None, default: str, cfg
 
         cb = LRSweep(suggestion=default, min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_steps=cfg.sweep_steps, **sweep)
         callbacks.append(cb)
+    pretrained_body(_pretrain_steps)  # pre-train (cached) BEFORE seeding: it draws from the global RNG
     seed_all(seed)
     model = FT_TASK.model(lr, seed)
     trainer = make_trainer(FT_TASK, steps, callbacks=callbacks)
@@ -120,7 +121,13 @@ def run(cache_: RunCache, cfg: Config, default: str, log=print) -> dict[str, Any
     steps = cfg.steps(FT_TASK)
     fp = ours_fingerprint()
     log(f"[finetune] {FT_TASK.name}: {steps} steps, unfreeze at epoch {UNFREEZE}, {len(cfg.seeds)} seeds + grid")
-    base = {"task": FT_TASK.name, "steps": steps, "pretrain": [_pretrain_steps, PRETRAIN_LR], "unfreeze": UNFREEZE}
+    base = {
+        "task": FT_TASK.name,
+        "steps": steps,
+        "v": 2,
+        "pretrain": [_pretrain_steps, PRETRAIN_LR],
+        "unfreeze": UNFREEZE,
+    }
     runs: dict[str, list] = {}
     for variant, sweep in (("keep", {}), ("retune", {"milestones": [UNFREEZE]})):
         key = {**base, "variant": variant, "package": fp, "default": default, "sweep_steps": cfg.sweep_steps}
