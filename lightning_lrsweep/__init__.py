@@ -1,6 +1,7 @@
 """Learning-rate range test for PyTorch Lightning that keeps re-tuning as training goes on."""
 
-from lightning_lrsweep.callback import LRSweep, SweepRecord
+from lightning_lrsweep.callback import LRSweep
+from lightning_lrsweep.history import SweepRecord
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.tuner import LRSweepTuner
 

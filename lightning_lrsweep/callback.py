@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import BaseFinetuning, Callback, GradientAccumulationScheduler, LearningRateMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
@@ -25,12 +24,12 @@ from lightning_lrsweep.apply import (
 )
 from lightning_lrsweep.config import SweepConfig, check_suggestion
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
-from lightning_lrsweep.history import history_frame, plot_history
+from lightning_lrsweep.history import SweepRecord, history_frame, plot_history, record_from_state, record_state
 from lightning_lrsweep.reporting import current_lr, log_hparams, report_to_loggers, summary_line, sweep_progress
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
 from lightning_lrsweep.schedule import retune_window
-from lightning_lrsweep.suggest import METHODS, stability_edge
+from lightning_lrsweep.suggest import stability_edge
 from lightning_lrsweep.sweep import only_optimizer, run_sweep
 
 if TYPE_CHECKING:
@@ -79,31 +78,6 @@ def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
         yield
     finally:
         trainer.accumulate_grad_batches = previous
-
-
-@dataclass(frozen=True)
-class SweepRecord:
-    """One sweep of a run: where it ran, what it measured, and what became of the LR.
-
-    Attributes:
-        kind: ``"fit_start"`` or ``"retune"``.
-        epoch: the epoch at whose start the sweep ran.
-        global_step: the optimizer steps trained before it.
-        result: the curve and its suggestions.
-        previous_lr: the reference group's LR before the sweep.
-        suggested_lr: what the rule asked for, before any bound (``None`` when it had no answer).
-        applied_lr: the LR training continued with (``None`` when nothing was applied).
-        reason: why the LR was applied, clamped or kept.
-    """
-
-    kind: Literal["fit_start", "retune"]
-    epoch: int
-    global_step: int
-    result: SweepResult
-    previous_lr: float
-    suggested_lr: float | None
-    applied_lr: float | None
-    reason: str
 
 
 class LRSweep(Callback):
@@ -314,7 +288,7 @@ class LRSweep(Callback):
         """The sweep history (curves as float64 tensors), the fit-start distance and the schedule."""
         return {
             "version": 1,
-            "history": [_record_state(r) for r in self.history],
+            "history": [record_state(r) for r in self.history],
             "distance": self._distance,
             "every_n_epochs": self.every_n_epochs,
             "milestones": list(self.milestones),
@@ -323,7 +297,7 @@ class LRSweep(Callback):
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
-        self._history = [_record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
+        self._history = [record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
         self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
 
@@ -439,55 +413,3 @@ class LRSweep(Callback):
         rank_zero_info(summary_line(record))
         changed = kind == "fit_start" or (applied is not None and applied != previous)
         report_to_loggers(trainer, record, self._attr, curves=self.log_curves, hparams=changed)
-
-
-def _record_state(record: SweepRecord) -> dict[str, Any]:
-    """A record as plain values and float64 tensors (loadable with ``weights_only=True``)."""
-    result = record.result
-    return {
-        "kind": record.kind,
-        "epoch": record.epoch,
-        "global_step": record.global_step,
-        "previous_lr": record.previous_lr,
-        "suggested_lr": record.suggested_lr,
-        "applied_lr": record.applied_lr,
-        "reason": record.reason,
-        "lrs": torch.as_tensor(result.lrs, dtype=torch.float64),
-        "losses": torch.as_tensor(result.losses, dtype=torch.float64),
-        "smoothed_losses": torch.as_tensor(result.smoothed_losses, dtype=torch.float64),
-        "method": result.method if isinstance(result.method, str) else None,
-        "stop_reason": result.stop_reason,
-        "min_lr": result.min_lr,
-        "max_lr": result.max_lr,
-        "num_steps": result.num_steps,
-        "mode": result.mode,
-        "seconds": result.seconds,
-    }
-
-
-def _record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> SweepRecord:
-    method = state.get("method")
-    result = SweepResult(
-        lrs=state["lrs"].numpy(),
-        losses=state["losses"].numpy(),
-        smoothed_losses=state["smoothed_losses"].numpy(),
-        method=method if method in METHODS else default_method,
-        stop_reason=state.get("stop_reason", "num_steps"),
-        min_lr=state.get("min_lr", float("nan")),
-        max_lr=state.get("max_lr", float("nan")),
-        num_steps=state.get("num_steps", 0),
-        mode=state.get("mode", "exponential"),
-        epoch=state["epoch"],
-        global_step=state.get("global_step", 0),
-        seconds=state.get("seconds", 0.0),
-    )
-    return SweepRecord(
-        kind=state["kind"],
-        epoch=state["epoch"],
-        global_step=state.get("global_step", 0),
-        result=result,
-        previous_lr=state["previous_lr"],
-        suggested_lr=state.get("suggested_lr"),
-        applied_lr=state.get("applied_lr"),
-        reason=state.get("reason", ""),
-    )

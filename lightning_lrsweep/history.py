@@ -1,18 +1,100 @@
-"""A run's sweeps together: one row per sweep, and every curve overlaid beside the LR per epoch."""
+"""A run's sweeps: the record of each and its checkpoint form, one row per sweep, every curve beside the LR."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
+
+from lightning_lrsweep.result import SuggestionRule, SweepResult
+from lightning_lrsweep.suggest import METHODS
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from lightning_lrsweep.callback import SweepRecord
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """One sweep of a run: where it ran, what it measured, and what became of the LR.
+
+    Attributes:
+        kind: ``"fit_start"`` or ``"retune"``.
+        epoch: the epoch at whose start the sweep ran.
+        global_step: the optimizer steps trained before it.
+        result: the curve and its suggestions.
+        previous_lr: the reference group's LR before the sweep.
+        suggested_lr: what the rule asked for, before any bound (``None`` when it had no answer).
+        applied_lr: the LR training continued with (``None`` when nothing was applied).
+        reason: why the LR was applied, clamped or kept.
+    """
+
+    kind: Literal["fit_start", "retune"]
+    epoch: int
+    global_step: int
+    result: SweepResult
+    previous_lr: float
+    suggested_lr: float | None
+    applied_lr: float | None
+    reason: str
+
+
+def record_state(record: SweepRecord) -> dict[str, Any]:
+    """A record as plain values and float64 tensors (loadable with ``weights_only=True``)."""
+    result = record.result
+    return {
+        "kind": record.kind,
+        "epoch": record.epoch,
+        "global_step": record.global_step,
+        "previous_lr": record.previous_lr,
+        "suggested_lr": record.suggested_lr,
+        "applied_lr": record.applied_lr,
+        "reason": record.reason,
+        "lrs": torch.as_tensor(result.lrs, dtype=torch.float64),
+        "losses": torch.as_tensor(result.losses, dtype=torch.float64),
+        "smoothed_losses": torch.as_tensor(result.smoothed_losses, dtype=torch.float64),
+        "method": result.method if isinstance(result.method, str) else None,
+        "stop_reason": result.stop_reason,
+        "min_lr": result.min_lr,
+        "max_lr": result.max_lr,
+        "num_steps": result.num_steps,
+        "mode": result.mode,
+        "seconds": result.seconds,
+    }
+
+
+def record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> SweepRecord:
+    """Rebuild a record from :func:`record_state`; fields added later fall back to defaults."""
+    method = state.get("method")
+    result = SweepResult(
+        lrs=state["lrs"].numpy(),
+        losses=state["losses"].numpy(),
+        smoothed_losses=state["smoothed_losses"].numpy(),
+        method=method if method in METHODS else default_method,
+        stop_reason=state.get("stop_reason", "num_steps"),
+        min_lr=state.get("min_lr", float("nan")),
+        max_lr=state.get("max_lr", float("nan")),
+        num_steps=state.get("num_steps", 0),
+        mode=state.get("mode", "exponential"),
+        epoch=state["epoch"],
+        global_step=state.get("global_step", 0),
+        seconds=state.get("seconds", 0.0),
+    )
+    return SweepRecord(
+        kind=state["kind"],
+        epoch=state["epoch"],
+        global_step=state.get("global_step", 0),
+        result=result,
+        previous_lr=state["previous_lr"],
+        suggested_lr=state.get("suggested_lr"),
+        applied_lr=state.get("applied_lr"),
+        reason=state.get("reason", ""),
+    )
+
 
 FRAME_COLUMNS = (
     "epoch",

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning_lrsweep.sweep import StepCallback
 
 if TYPE_CHECKING:
-    from lightning_lrsweep.callback import SweepRecord
+    from lightning_lrsweep.history import SweepRecord
 
 METRIC_PREFIX = "lr_sweep"
 
