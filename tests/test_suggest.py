@@ -113,3 +113,13 @@ def test_stability_edge_sees_through_noise_on_a_flat_curve():
     falling = np.linspace(5, 1, 20)
     open_ended = stability_edge(Curve(np.geomspace(1e-3, 1, 20), falling, falling), diverged=False)
     assert open_ended is not None and open_ended.censored
+
+
+def test_valley_never_goes_below_a_tenth_of_the_lowest_loss_lr():
+    # most of the drop comes early, at tiny LRs; the loss keeps falling slowly up to 0.1, then blows up
+    lrs = np.geomspace(1e-6, 1, 60)
+    early = 1.0 / (1 + np.exp(-(np.log10(lrs) + 4.5) * 6))
+    losses = 2.0 - early - 0.1 * np.clip(np.log10(lrs / 1e-4) / 3, 0, 1) + 30 * (lrs > 0.15)
+    curve = Curve(lrs, losses, losses)
+    lowest = lrs[np.argmin(losses)]
+    assert valley(curve) == pytest.approx(minimum(curve)) == pytest.approx(lowest / 10)
