@@ -8,6 +8,9 @@ every move:
 - down, when the loss already rises clearly below the current LR (the edge lies more than
   ``down_margin`` below it: a sweep resolves the edge to a few steps, and training at an LR drives
   the edge to about that LR, so an edge *at* the current LR is no evidence);
+- down, when at LRs below the current one the loss falls clearly below the level the sweep started
+  from (the *annealing dip*: by more than its noise and 2%): training is then limited by gradient
+  noise, which a lower LR reduces — the signal a step decay acts on;
 - up, when the edge lies so far above the current LR that the fit-start spacing between edge and
   LR, kept from the fit-start sweep, would put the LR more than ``up_margin`` times higher;
 - otherwise it keeps the current LR.
@@ -17,10 +20,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from lightning_lrsweep.suggest import Curve, stability_edge
+import numpy as np
+
+from lightning_lrsweep.suggest import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
 
 DEFAULT_DISTANCE = 10.0
 """Edge-to-LR spacing used when the fit-start sweep gave none."""
+
+DIP_NOISE_FACTOR = 1.0
+"""An annealing dip counts when it is larger than this many noise units of the raw loss..."""
+
+DIP_RELATIVE = 0.02
+"""...and larger than this fraction of the starting loss."""
 
 
 class RetuneDecision(NamedTuple):
@@ -44,6 +55,22 @@ def edge_distance(edge_lr: float | None, suggested_lr: float | None) -> float:
     if edge_lr is None or suggested_lr is None or suggested_lr <= 0:
         return DEFAULT_DISTANCE
     return min(max(edge_lr / suggested_lr, 1.5), 30.0)
+
+
+def annealing_dip(curve: Curve, current_lr: float) -> float | None:
+    """How far the smoothed loss falls below its starting level at LRs up to ``current_lr``.
+
+    ``None`` unless the drop is larger than both ``DIP_NOISE_FACTOR`` noise units and ``DIP_RELATIVE`` of
+    the starting loss (see :func:`~lightning_lrsweep.suggest.start_level`).
+    """
+    usable = finite_prefix(curve)
+    lower = usable.lrs <= current_lr
+    if len(usable.lrs) < MIN_POINTS or not lower.any():
+        return None
+    level = start_level(usable)
+    dip = level.start - float(np.min(usable.smoothed[lower]))
+    significant = dip > DIP_NOISE_FACTOR * level.noise and dip > DIP_RELATIVE * abs(level.start)
+    return dip if significant else None
 
 
 def edge_retune(
@@ -80,6 +107,10 @@ def edge_retune(
     if edge.lr * down_margin < current_lr and target < current_lr:
         lr, clamped = bound_change(target, current_lr, max_change)
         return RetuneDecision(lr, target, f"the loss rises from {edge.lr:.3g}, below the current LR", clamped)
+    dip = annealing_dip(curve, current_lr)
+    if dip is not None:
+        lr = current_lr / max_change
+        return RetuneDecision(lr, lr, f"below the current LR the loss drops {dip:.3g} at once: noise-limited")
     if target > current_lr * up_margin:
         lr, clamped = bound_change(target, current_lr, max_change)
         where = "beyond the sweep's end" if edge.censored else f"at {edge.lr:.3g}"

@@ -158,14 +158,31 @@ EDGE_RELATIVE_TOLERANCE = 0.05
 """A climb smaller than this fraction of the starting loss is not yet a climb."""
 
 
+class Level(NamedTuple):
+    """The loss level a sweep started from, and the raw loss's noise around the smoothed curve."""
+
+    start: float
+    noise: float
+
+
+def start_level(usable: Curve) -> Level:
+    """The median of the first tenth of the raw losses (at least 3), and their noise.
+
+    The noise is the median absolute deviation of the raw losses from the smoothed curve, scaled to a
+    standard deviation (× 1.4826). ``usable`` must be finite (see :func:`finite_prefix`).
+    """
+    start = float(np.median(usable.losses[: max(3, len(usable.losses) // 10)]))
+    noise = 1.4826 * float(np.median(np.abs(usable.losses - usable.smoothed)))
+    return Level(start, noise)
+
+
 def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
     """The largest LR after which the smoothed loss stays clearly above the loss the sweep started from.
 
     The reference is the *starting* level, not the minimum: lowering the LR mid-training makes the loss
     dip at once (less gradient noise), so "where the loss leaves its minimum" would sit below the LR
-    training runs at and walk it down at every re-tune. The start is the median of the first tenth of
-    the raw losses (at least 3 points); the tolerance is twice the raw loss's noise (median absolute
-    deviation from the smoothed curve) plus 5% of the start. ``None`` when the curve is too short.
+    training runs at and walk it down at every re-tune. The tolerance is twice the raw loss's noise plus
+    5% of the start (see :func:`start_level`). ``None`` when the curve is too short.
 
     Args:
         curve: the sweep's curve.
@@ -175,15 +192,13 @@ def stability_edge(curve: Curve, diverged: bool) -> Edge | None:
     usable = finite_prefix(curve)
     if len(usable.lrs) < MIN_POINTS:
         return None
-    smooth = usable.smoothed
-    start = float(np.median(usable.losses[: max(3, len(smooth) // 10)]))
-    noise = 1.4826 * float(np.median(np.abs(usable.losses - smooth)))
-    tolerance = 2 * noise + EDGE_RELATIVE_TOLERANCE * abs(start)
-    below = np.nonzero(smooth <= start + tolerance)[0]
+    level = start_level(usable)
+    tolerance = 2 * level.noise + EDGE_RELATIVE_TOLERANCE * abs(level.start)
+    below = np.nonzero(usable.smoothed <= level.start + tolerance)[0]
     if len(below) == 0:
         return Edge(float(usable.lrs[0]), censored=False)
     last_below = int(below[-1])
-    return Edge(float(usable.lrs[last_below]), censored=not diverged and last_below == len(smooth) - 1)
+    return Edge(float(usable.lrs[last_below]), censored=not diverged and last_below == len(usable.lrs) - 1)
 
 
 def zero_lag_window(num_points: int) -> int:

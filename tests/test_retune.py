@@ -5,10 +5,10 @@ from lightning_lrsweep.retune import bound_change, edge_distance, edge_retune
 from lightning_lrsweep.suggest import Curve
 
 
-def curve_with_edge(edge: float, low: float, high: float, n: int = 40) -> Curve:
-    """A mid-training curve: flat-ish loss that rises from ``edge`` upwards."""
+def curve_with_edge(edge: float, low: float, high: float, n: int = 40, dip: float = 0.0) -> Curve:
+    """A mid-training curve: flat loss that rises from ``edge`` upwards; ``dip`` lowers it below 0.01."""
     lrs = np.geomspace(low, high, n)
-    losses = 0.3 - 0.02 * np.log10(np.minimum(lrs, edge) / low) + np.where(lrs > edge, (lrs / edge - 1) ** 2, 0.0)
+    losses = 0.3 - dip * (lrs < 0.01) * (lrs > low * 3) + np.where(lrs > edge, (lrs / edge - 1) ** 2, 0.0)
     return Curve(lrs, losses, losses)
 
 
@@ -49,6 +49,13 @@ def test_goes_up_only_with_a_clear_margin_and_bounded():
 def test_decision_does_not_follow_the_window(window):
     decision = edge_retune(curve_with_edge(0.03, 0.01 / window, 0.01 * window, n=60), 0.01, distance=5.0)
     assert decision.lr == 0.01
+
+
+def test_an_annealing_dip_halves_the_lr():
+    decision = edge_retune(curve_with_edge(0.03, 0.01 / 30, 0.01 * 30, dip=0.03), 0.01, distance=5.0)
+    assert decision.lr == pytest.approx(0.005) and "noise-limited" in decision.reason
+    small = edge_retune(curve_with_edge(0.03, 0.01 / 30, 0.01 * 30, dip=0.003), 0.01, distance=5.0)
+    assert small.lr == 0.01  # a 1% dip is within the 2% band: kept
 
 
 def test_too_short_a_curve_keeps_the_lr():
