@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 SuggestionRule = Union[str, Callable[["SweepResult"], Union[float, None]]]  # noqa: UP007 (runtime alias)
 
-STOP_REASONS = ("diverged", "non_finite", "num_steps")
-
 
 @dataclass
 class SweepResult:

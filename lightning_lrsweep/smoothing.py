@@ -5,18 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 
-def ema(losses: np.ndarray, beta: float) -> np.ndarray:
-    """Exponential moving average with bias correction, as the sweep computes it online.
+class BiasCorrectedEMA:
+    """Exponential moving average with bias correction, one value at a time (the sweep smooths online).
 
-    The first smoothed value equals the first loss (``1 - beta**1`` corrects step 1, not step 0).
-    ``beta=0`` returns the losses unchanged.
+    The first smoothed value equals the first input (``1 - beta**1`` corrects step 1, not step 0);
+    ``beta=0`` passes values through unchanged.
     """
-    out = np.empty(len(losses), dtype=float)
-    avg = 0.0
-    for i, loss in enumerate(np.asarray(losses, dtype=float)):
-        avg = beta * avg + (1.0 - beta) * loss
-        out[i] = avg / (1.0 - beta ** (i + 1)) if beta > 0 else loss
-    return out
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+        self._avg = 0.0
+        self._count = 0
+
+    def update(self, value: float) -> float:
+        """Add ``value``; return the smoothed value so far."""
+        self._count += 1
+        if self.beta == 0:
+            return value
+        self._avg = self.beta * self._avg + (1.0 - self.beta) * value
+        return self._avg / (1.0 - self.beta**self._count)
+
+
+def ema(losses: np.ndarray, beta: float) -> np.ndarray:
+    """The bias-corrected EMA of a whole curve, exactly as the sweep computes it online."""
+    smoother = BiasCorrectedEMA(beta)
+    return np.array([smoother.update(float(loss)) for loss in np.asarray(losses, dtype=float)])
 
 
 def centered_mean(values: np.ndarray, window: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from lightning_lrsweep.apply import group_weights, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
+from lightning_lrsweep.smoothing import BiasCorrectedEMA
 from lightning_lrsweep.snapshot import Snapshot
 
 StepCallback = Callable[[int, float, float, float], None]
@@ -165,17 +166,16 @@ class _Recorder:
     """Records (LR, loss) pairs, smooths online with a bias-corrected EMA, and decides when to stop."""
 
     def __init__(self, smoothing: float, threshold: float | None, min_stop_lr: float = 0.0) -> None:
-        self.beta, self.threshold, self.min_stop_lr = smoothing, threshold, min_stop_lr
+        self.threshold, self.min_stop_lr = threshold, min_stop_lr
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self.smoothed: list[float] = []
-        self._avg = 0.0
+        self._ema = BiasCorrectedEMA(smoothing)
         self._best = math.inf
 
     def add(self, lr: float, loss: float) -> str | None:
         """Record one step; return the stop reason, if the sweep should stop here."""
-        self._avg = self.beta * self._avg + (1 - self.beta) * loss
-        smoothed = self._avg / (1 - self.beta ** (len(self.losses) + 1)) if self.beta > 0 else loss
+        smoothed = self._ema.update(loss)
         self.lrs.append(lr)
         self.losses.append(loss)
         self.smoothed.append(smoothed)

@@ -30,3 +30,13 @@ def test_centered_mean_keeps_a_minimum_in_place_where_the_ema_drags_it_right():
 
 def test_trailing_mean_averages_the_last_window():
     np.testing.assert_allclose(trailing_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2), [1.0, 1.5, 2.5, 3.5])
+
+
+def test_the_sweep_records_the_same_smoothing_as_ema():
+    from lightning_lrsweep.sweep import _Recorder
+
+    losses = [2.0, 1.5, 1.7, 1.2, 1.1, 0.9]
+    recorder = _Recorder(smoothing=0.9, threshold=None)
+    for k, loss in enumerate(losses):
+        recorder.add(10.0**k, loss)
+    np.testing.assert_allclose(recorder.smoothed, ema(np.array(losses), 0.9))
