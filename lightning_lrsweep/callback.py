@@ -346,8 +346,7 @@ class LRSweep(Callback):
         else:
             self._apply(trainer, pl_module, previous, outcome.lr)
             reason = "fit-start suggestion applied"
-        applied = outcome.lr
-        self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
+        self._record(trainer, "fit_start", result, previous, outcome.lr, outcome.lr, reason)
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
