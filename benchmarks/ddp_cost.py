@@ -1,6 +1,7 @@
 """Sweep time per step under DDP (2 CPU processes, gloo) against one process, as a ratio measured in one run.
 
-Usage: python benchmarks/ddp_cost.py [--steps 60] [--width 256]
+Usage: python benchmarks/ddp_cost.py [--steps 60] [--width 256]; ``python -m benchmarks.run`` renders the same
+measurement as the report's "Sweep cost under DDP" section.
 
 Each process gets the same per-device batch, so under DDP the global batch doubles while the work per process
 stays the same: the ratio is the price of distribution per sweep step (the gradient all-reduce that every DDP
@@ -77,6 +78,63 @@ def scalar_all_reduce_seconds(repeats: int = 200) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def measure(steps: int, width: int) -> dict[str, float]:
+    """Both measurements in one run: one process here, then this script again under ``ddp`` on 2 processes."""
+    single = seconds_per_step(1, "auto", steps, width)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "ddp.json"
+        cmd = [sys.executable, __file__, "--steps", str(steps), "--width", str(width), "--ddp-out", str(out)]
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
+        launch = time.perf_counter() - started
+        measured = json.loads(out.read_text())
+    return {
+        "single_s": single,
+        "ddp_s": measured["seconds_per_step"],
+        "reduce_s": measured["scalar_all_reduce"],
+        "launch_s": launch,
+    }
+
+
+def run(cache: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
+    """The report's DDP row, cached like every other benchmark run."""
+    from benchmarks.peers import ours_fingerprint
+
+    steps, width = (10, 64) if cfg.quick else (60, 256)
+    key = {"task": "ddp_mlp", "steps": steps, "width": width, "package": ours_fingerprint()}
+
+    def fn() -> dict[str, Any]:
+        log(f"[ddp] sweep step, 1 process vs ddp on 2 processes ({steps} steps, width {width})")
+        return measure(steps, width)
+
+    return {**cache.get("ddp", key, fn), "steps": steps, "width": width}
+
+
+def render(res: dict[str, Any]) -> str:
+    from benchmarks.report import table
+
+    single, ddp, reduce = res["single_s"], res["ddp_s"], res["reduce_s"]
+    rows = [
+        ["1 process", f"{single * 1e3:.2f}", "1.00", "—"],
+        [
+            "`ddp`, 2 processes (gloo; global batch ×2)",
+            f"{ddp * 1e3:.2f}",
+            f"{ddp / single:.2f}",
+            f"{reduce * 1e3:.3f} ({reduce / ddp:.0%} of the step)",
+        ],
+    ]
+    return (
+        "## Sweep cost under DDP\n\n"
+        f"`LRSweepTuner.sweep` on a 3-layer MLP of width {res['width']}, SGD, batch 64 per process, {res['steps']} "
+        "steps, median of 3 timed sweeps per setting, one thread per process; both settings measured in one run "
+        "(`benchmarks/ddp_cost.py`). On this shared 2-core machine the two DDP processes compete with each other and "
+        "with other jobs, so the ratio swings with the load (1.8–5.9 over earlier runs); the sweep's own cost is the "
+        "one scalar all-reduce per micro-batch.\n\n"
+        + table(["run", "ms / sweep step", "÷ 1 process", "the sweep's scalar all-reduce, ms"], rows)
+        + "\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
@@ -89,20 +147,15 @@ def main() -> None:
         reduce = scalar_all_reduce_seconds()  # the process group outlives the trainer
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:
             Path(args.ddp_out).write_text(json.dumps({"seconds_per_step": per_step, "scalar_all_reduce": reduce}))
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()  # a gloo group alive at exit can abort the process
         return
-    single = seconds_per_step(1, "auto", args.steps, args.width)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "ddp.json"
-        cmd = [sys.executable, __file__, "--steps", str(args.steps), "--width", str(args.width), "--ddp-out", str(out)]
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
-        launch = time.perf_counter() - started
-        measured = json.loads(out.read_text())
-    ddp, reduce = measured["seconds_per_step"], measured["scalar_all_reduce"]
-    print(f"sweep step, 1 process:        {single * 1e3:8.2f} ms")
-    print(f"sweep step, ddp 2 processes:  {ddp * 1e3:8.2f} ms   (global batch x2; launch took {launch:.0f} s)")
+    m = measure(args.steps, args.width)
+    ddp, reduce = m["ddp_s"], m["reduce_s"]
+    print(f"sweep step, 1 process:        {m['single_s'] * 1e3:8.2f} ms")
+    print(f"sweep step, ddp 2 processes:  {ddp * 1e3:8.2f} ms   (global batch x2; launch took {m['launch_s']:.0f} s)")
     print(f"  of which the sweep's scalar all-reduce: {reduce * 1e3:.3f} ms ({reduce / ddp:.0%} of the step)")
-    print(f"ddp / single ratio:           {ddp / single:8.2f}")
+    print(f"ddp / single ratio:           {ddp / m['single_s']:8.2f}")
 
 
 if __name__ == "__main__":

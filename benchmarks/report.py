@@ -312,7 +312,7 @@ def render(
     if cfg.quick:
         parts.append("> **QUICK MODE** (smoke-test budget): numbers below are not meaningful.\n")
     parts.append(
-        "Regenerate with `python -m benchmarks.run` (options: `--quick`, `--only quality,cost,retune`, "
+        "Regenerate with `python -m benchmarks.run` (options: `--quick`, `--only quality,cost,ddp,retune`, "
         "`--tasks a,b`). Per-run results are cached as JSON under `benchmarks/_runs/` (gitignored), so re-rendering "
         "is cheap; `--refresh` recomputes. All numbers are medians over seeds unless stated.\n"
     )
@@ -339,6 +339,10 @@ def render(
         parts.append(quality_section(results["quality"], cfg, fig_dir, "figures"))
     if "cost" in results:
         parts.append(cost.render(results["cost"]))
+    if "ddp" in results:
+        from benchmarks import ddp_cost
+
+        parts.append(ddp_cost.render(results["ddp"]))
     if "retune" in results:
         parts.append(retune.render(results["retune"], fig_dir, "figures"))
     readme = out_dir / "README.md"

@@ -1,4 +1,4 @@
-"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only quality,cost,retune]``.
+"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only quality,cost,ddp,retune]``.
 
 Writes ``README.md`` and ``figures/`` into ``--out`` (default ``benchmarks/``; ``benchmarks/_runs/quick/`` with
 ``--quick`` so a smoke run never overwrites the real report), caching every run as JSON under ``--runs-dir``.
@@ -16,7 +16,7 @@ from benchmarks.common import Config, RunCache, quiet
 from benchmarks.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("quality", "cost", "retune")
+SECTIONS = ("quality", "cost", "ddp", "retune")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> Path:
         from benchmarks import cost
 
         results["cost"] = cost.run(cache, cfg, log=log)
+    if "ddp" in only:
+        from benchmarks import ddp_cost
+
+        results["ddp"] = ddp_cost.run(cache, cfg, log=log)
     if "retune" in only:
         from benchmarks import retune
 
