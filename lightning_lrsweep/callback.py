@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,10 +23,10 @@ from lightning_lrsweep.apply import (
     reference_group,
     set_lr_attr,
 )
-from lightning_lrsweep.config import SweepConfig, check_suggestion
+from lightning_lrsweep.config import SweepConfig, check_num_steps, check_suggestion
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.history import SweepRecord, history_frame, plot_history, record_from_state, record_state
-from lightning_lrsweep.reporting import current_lr, log_hparams, report_to_loggers, summary_line, sweep_progress
+from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line, sweep_progress
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
 from lightning_lrsweep.schedule import retune_window
@@ -37,6 +38,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+
+def is_number(value: object) -> bool:
+    """A real number (an int or float, not a bool), so comparing it cannot raise ``TypeError``."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def rule_name(rule: RetuneRule | SuggestionRule) -> str:
+    """A rule as the state key shows it: its name, or a callable's qualified name (stable across runs)."""
+    return rule if isinstance(rule, str) else getattr(rule, "__qualname__", "callable")
 
 
 def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
@@ -87,9 +98,12 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds. It runs
-    after finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they
-    log the re-tuned LR), whatever the order of the callbacks list.
+    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds by scaling the
+    optimizer, schedulers and LR attribute by one factor: under a scheduler the attribute (and so the logged
+    and checkpointed hparams) keeps the base LR, not the scheduled one. A re-tune where the LR is 0 (the end
+    of a decay-to-zero schedule) is skipped with a warning: there is nothing to scale. It runs after
+    finetuning callbacks (so a re-tune sees layers they unfreeze) and before LR monitors (so they log the
+    re-tuned LR), whatever the order of the callbacks list.
 
     Each sweep shows in the trainer's progress bar, logs one summary line, and reaches every logger
     (``lr_sweep/suggested_lr``, ``lr_sweep/applied_lr``, the tuned LR in the hparams, the curve as a figure and
@@ -182,11 +196,14 @@ class LRSweep(Callback):
             retune_suggestion = suggestion if callable(suggestion) else "edge"
         if retune_suggestion != "edge":
             check_suggestion("retune_suggestion", retune_suggestion)
-        if not retune_window > 1:
-            raise ValueError(f"`retune_window` must be > 1, got {retune_window!r}.")
-        if not max_change >= 1:
-            raise ValueError(f"`max_change` must be >= 1 (1 never moves the LR), got {max_change!r}.")
-        self.retune_config = replace(self.config, num_steps=retune_num_steps)  # validates retune_num_steps
+        if not (is_number(retune_window) and 1 < retune_window < math.inf):
+            raise ValueError(f"`retune_window` must be a finite number > 1, got {retune_window!r}.")
+        if not (is_number(max_change) and max_change >= 1):
+            raise ValueError(
+                f"`max_change` must be a number >= 1 (1 never moves the LR; inf never bounds it), got {max_change!r}."
+            )
+        check_num_steps("retune_num_steps", retune_num_steps)
+        self.retune_config = replace(self.config, num_steps=retune_num_steps)
         self.every_n_epochs = every_n_epochs
         self.milestones = sorted(set(milestones))
         self.attr_name = attr_name
@@ -256,7 +273,7 @@ class LRSweep(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning logs the constructor's hparams after `on_fit_start`: log them again with the tuned LR.
         if self._enabled and self.history:
-            log_hparams(trainer, self._attr, current_lr(self.history[-1]))
+            log_hparams(trainer, self._attr, self.history[-1].base_lr)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -270,17 +287,28 @@ class LRSweep(Callback):
     @property
     @override
     def state_key(self) -> str:
-        suggestion = self.config.suggestion
+        """Every setting that shapes what the sweeps measure or decide, so two instances keep their own history.
+
+        Settings of how results are shown or kept (``log_curves``, ``snapshot_device``, ``update_attr``,
+        ``sweep_on_resume``) are left out: changing them on resume keeps the history.
+        """
         return self._generate_state_key(
             min_lr=self.config.min_lr,
             max_lr=self.config.max_lr,
             num_steps=self.config.num_steps,
             mode=self.config.mode,
-            suggestion=suggestion if isinstance(suggestion, str) else getattr(suggestion, "__qualname__", "callable"),
+            early_stop_threshold=self.config.early_stop_threshold,
+            smoothing=self.config.smoothing,
+            suggestion=rule_name(self.config.suggestion),
             every_n_epochs=self.every_n_epochs,
             milestones=self.milestones,
             attr_name=self.attr_name,
             optimizer_idx=self.config.optimizer_idx,
+            sweep_at_fit_start=self.sweep_at_fit_start,
+            retune_suggestion=rule_name(self.retune_suggestion),
+            retune_window=self.retune_window,
+            retune_num_steps=self.retune_config.num_steps,
+            max_change=self.max_change,
         )
 
     @override
@@ -302,10 +330,13 @@ class LRSweep(Callback):
         self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
 
     def _restore_attr(self, pl_module: pl.LightningModule) -> None:
-        """Put the last applied LR into the module's LR attribute (checkpoints restore only the optimizer's)."""
-        applied = [r.applied_lr for r in self.history if r.applied_lr is not None]
-        if applied and self._attr is not None and self.update_attr:
-            set_lr_attr(pl_module, self._attr, applied[-1])
+        """Put the last sweep's base LR into the module's LR attribute (checkpoints restore only the optimizer's).
+
+        The base LR, not the optimizer's: under a scheduler they differ, and the attribute is what
+        ``configure_optimizers`` and the hparams read.
+        """
+        if self.history and self._attr is not None and self.update_attr:
+            set_lr_attr(pl_module, self._attr, self.history[-1].base_lr)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -351,6 +382,13 @@ class LRSweep(Callback):
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
+        if not (current > 0 and math.isfinite(current)):
+            # A re-tune moves the LR by a factor of it, and sweeps a window around it: at 0 neither exists.
+            rank_zero_warn(
+                f"LRSweep skipped the re-tune at epoch {trainer.current_epoch}: the optimizer's LR is {current:g} "
+                "(e.g. a schedule decayed it to 0), so there is no LR to sweep around or scale. Nothing is recorded."
+            )
+            return
         low, high = retune_window(current, self.retune_window, self.config.max_lr)
         config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
         with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
@@ -381,6 +419,12 @@ class LRSweep(Callback):
             return get_lr_attr(pl_module, self._attr)
         return base_lrs(optimizer)[reference_group(optimizer)]
 
+    def _base_lr(self, pl_module: pl.LightningModule, optimizer: Any) -> float:
+        """The base LR now: the LR attribute where sweeps update it, else the reference group's base LR."""
+        if self._attr is not None and self.update_attr:
+            return get_lr_attr(pl_module, self._attr)
+        return base_lrs(optimizer)[reference_group(optimizer)]
+
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
         attr = self._attr if self.update_attr else None
@@ -404,8 +448,10 @@ class LRSweep(Callback):
         applied: float | None,
         reason: str,
     ) -> None:
-        epoch, step = trainer.current_epoch, trainer.global_step
-        record = SweepRecord(kind, epoch, step, result, previous, suggested, applied, reason)
+        base = self._base_lr(trainer.lightning_module, only_optimizer(trainer, self.config.optimizer_idx))
+        record = SweepRecord(
+            kind, trainer.current_epoch, trainer.global_step, result, previous, suggested, applied, reason, base
+        )
         self._history.append(record)
         if trainer.is_global_zero:
             self._returned.send((self._history, self._distance))  # home from a ddp_spawn worker; no-op otherwise

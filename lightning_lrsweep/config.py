@@ -17,6 +17,12 @@ def check_suggestion(name: str, value: object) -> None:
         raise ValueError(f"`{name}` must be one of {sorted(METHODS)} or a callable, got {value!r}.")
 
 
+def check_num_steps(name: str, value: object) -> None:
+    """A sweep's step budget is an int >= ``MIN_STEPS``; ``name`` is the argument the user passed."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_STEPS:
+        raise ValueError(f"`{name}` must be an int >= {MIN_STEPS}, got {value!r}.")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """How one sweep runs. Invalid values raise ``ValueError`` naming the argument, the value and the fix.
@@ -56,8 +62,7 @@ class SweepConfig:
             raise ValueError(
                 f"`max_lr` must be greater than `min_lr`, got min_lr={self.min_lr!r}, max_lr={self.max_lr!r}."
             )
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) or self.num_steps < MIN_STEPS:
-            raise ValueError(f"`num_steps` must be an int >= {MIN_STEPS}, got {self.num_steps!r}.")
+        check_num_steps("num_steps", self.num_steps)
         if self.mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {self.mode!r}.")
         if self.early_stop_threshold is not None and not self.early_stop_threshold > 1:

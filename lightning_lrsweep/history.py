@@ -27,10 +27,17 @@ class SweepRecord:
         epoch: the epoch at whose start the sweep ran.
         global_step: the optimizer steps trained before it.
         result: the curve and its suggestions.
-        previous_lr: the reference group's LR before the sweep.
+        previous_lr: the reference group's LR before the sweep, on the scale the sweep measured: at fit start
+            the base LR (the LR attribute), at a re-tune the optimizer's current LR, which a scheduler may
+            have moved away from the base LR.
         suggested_lr: what the rule asked for, before any bound (``None`` when it had no answer).
-        applied_lr: the LR training continued with (``None`` when nothing was applied).
+        applied_lr: the LR the sweep moved to, on the same scale as ``previous_lr``: what the optimizer
+            trained with right after a re-tune (``None`` when nothing was applied).
         reason: why the LR was applied, clamped or kept.
+        base_lr: the base LR after the sweep, which ``configure_optimizers`` would build from: the LR
+            attribute (scaled by the same factor as the optimizer, so under a scheduler it is not
+            ``applied_lr``), or the reference group's ``initial_lr`` without an attribute to update. The
+            hparams logged and restored on resume are this value.
     """
 
     kind: Literal["fit_start", "retune"]
@@ -41,6 +48,7 @@ class SweepRecord:
     suggested_lr: float | None
     applied_lr: float | None
     reason: str
+    base_lr: float
 
 
 def record_state(record: SweepRecord) -> dict[str, Any]:
@@ -54,6 +62,7 @@ def record_state(record: SweepRecord) -> dict[str, Any]:
         "suggested_lr": record.suggested_lr,
         "applied_lr": record.applied_lr,
         "reason": record.reason,
+        "base_lr": record.base_lr,
         "lrs": torch.as_tensor(result.lrs, dtype=torch.float64),
         "losses": torch.as_tensor(result.losses, dtype=torch.float64),
         "smoothed_losses": torch.as_tensor(result.smoothed_losses, dtype=torch.float64),
@@ -93,6 +102,7 @@ def record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> 
         suggested_lr=state.get("suggested_lr"),
         applied_lr=state.get("applied_lr"),
         reason=state.get("reason", ""),
+        base_lr=state["base_lr"],
     )
 
 
@@ -107,6 +117,7 @@ FRAME_COLUMNS = (
     "previous_lr",
     "suggested_lr",
     "applied_lr",
+    "base_lr",
     "reason",
     "seconds",
 )
@@ -116,7 +127,7 @@ def history_frame(history: Sequence[SweepRecord]) -> pd.DataFrame:
     """One row per sweep of a run.
 
     Columns: epoch, kind, global_step, steps, stop_reason, min_lr, max_lr, previous_lr, suggested_lr,
-    applied_lr (``NaN`` where none), reason and seconds.
+    applied_lr (``NaN`` where none), base_lr, reason and seconds (see :class:`SweepRecord`).
     """
     import pandas as pd
 
@@ -132,6 +143,7 @@ def history_frame(history: Sequence[SweepRecord]) -> pd.DataFrame:
             "previous_lr": r.previous_lr,
             "suggested_lr": np.nan if r.suggested_lr is None else r.suggested_lr,
             "applied_lr": np.nan if r.applied_lr is None else r.applied_lr,
+            "base_lr": r.base_lr,
             "reason": r.reason,
             "seconds": r.result.seconds,
         }

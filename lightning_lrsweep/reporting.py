@@ -140,7 +140,7 @@ def hparams_with_lr(pl_module: pl.LightningModule, attr: str | None, lr: float) 
 
 
 def current_lr(record: SweepRecord) -> float:
-    """The LR training continues with after the sweep."""
+    """The optimizer's LR right after the sweep (a scheduler may since have moved it)."""
     return record.applied_lr if record.applied_lr is not None else record.previous_lr
 
 
@@ -167,7 +167,8 @@ def report_to_loggers(
     Each logger gets ``lr_sweep/suggested_lr`` (when there was a suggestion) and ``lr_sweep/applied_lr``.
     With ``curves``, a logger whose ``experiment`` has ``add_figure`` (TensorBoard) gets the loss-vs-LR
     figure as ``lr_sweep/curve``, and a logger with a ``log_dir`` gets ``lr_sweep/epoch=N.csv`` and ``.png``.
-    With ``hparams``, the hparams are logged again with the LR attribute at the applied LR.
+    With ``hparams``, the hparams are logged again with the LR attribute at the record's ``base_lr`` (what the
+    module holds; under a scheduler ``applied_lr`` is the scheduled LR, which ``configure_optimizers`` never sees).
     """
     if not trainer.is_global_zero or not trainer.loggers:
         return
@@ -188,7 +189,7 @@ def report_to_loggers(
             record.result.save(folder, stem=f"epoch={record.epoch}")
             written.add(folder)
     if hparams:
-        log_hparams(trainer, attr, current_lr(record))
+        log_hparams(trainer, attr, record.base_lr)
 
 
 def _figure(record: SweepRecord) -> Any:

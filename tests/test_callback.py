@@ -125,9 +125,13 @@ def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
         ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
         ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
         ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
-        ({"max_change": 0.5}, "`max_change` must be >= 1"),
-        ({"retune_window": 1.0}, "`retune_window` must be > 1"),
-        ({"retune_num_steps": 2}, "`num_steps` must be an int >= 5, got 2"),
+        ({"max_change": 0.5}, "`max_change` must be a number >= 1"),
+        ({"max_change": "2x"}, "`max_change` must be a number >= 1 .*got '2x'"),
+        ({"retune_window": 1.0}, "`retune_window` must be a finite number > 1, got 1.0"),
+        ({"retune_num_steps": 2}, "`retune_num_steps` must be an int >= 5, got 2"),
+        ({"retune_num_steps": 7.5}, "`retune_num_steps` must be an int >= 5, got 7.5"),
+        ({"retune_window": float("inf")}, "`retune_window` must be a finite number > 1, got inf"),
+        ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
         ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
         ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
     ],
@@ -204,3 +208,20 @@ def test_short_loader_is_cycled_to_reach_num_steps():
     sweep = LRSweep(num_steps=30, early_stop_threshold=None, max_lr=0.1, suggestion=lambda r: 0.05)
     fit([sweep], epochs=1, data=DataLoader(loader().dataset, batch_size=128))  # 2 batches per pass
     assert len(sweep.history[0].result.lrs) == 30
+
+
+class DecayToZero(Classifier):
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=2)}
+
+
+def test_a_retune_at_lr_zero_is_skipped_with_a_warning():
+    sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
+    seed_everything(7)
+    t = trainer(max_epochs=3, callbacks=[sweep])
+    with pytest.warns(UserWarning, match="skipped the re-tune at epoch 2: the optimizer's LR is 0"):
+        t.fit(DecayToZero(), loader())
+    assert t.current_epoch == 3
+    assert [r.epoch for r in sweep.history] == [0, 1]  # nothing recorded for the skipped re-tune
+    assert t.optimizers[0].param_groups[0]["lr"] == 0.0

@@ -26,7 +26,10 @@ def test_history_frame_one_row_per_sweep(swept):
     assert list(frame["kind"]) == ["fit_start", "retune", "retune"]
     assert list(frame["steps"]) == [len(r.result.lrs) for r in swept.history]
     assert np.allclose(frame["applied_lr"], [r.applied_lr for r in swept.history])
-    assert {"previous_lr", "suggested_lr", "stop_reason", "reason", "global_step", "seconds"} <= set(frame.columns)
+    assert {"previous_lr", "suggested_lr", "base_lr", "stop_reason", "reason", "global_step", "seconds"} <= set(
+        frame.columns
+    )
+    assert list(frame["base_lr"]) == [r.base_lr for r in swept.history]
 
 
 def test_plot_history_overlays_every_curve_and_the_lr_per_epoch(swept, tmp_path):

@@ -4,9 +4,10 @@ import logging
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from lightning.pytorch import seed_everything
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from models import Classifier, loader, trainer
 
@@ -135,3 +136,38 @@ def test_hparams_kept_out_of_the_logger_stay_out(tmp_path):
     t.fit(Quiet(), loader(n=128))
     hparams = tmp_path / "run" / "version_0" / "hparams.yaml"
     assert not hparams.exists() or not yaml.safe_load(hparams.read_text())
+
+
+class Halving(Classifier):
+    """The LR halves every epoch, so a re-tune measures a scheduled LR below the base LR."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def test_under_a_scheduler_logged_hparams_module_and_checkpoint_hold_the_base_lr(tmp_path):
+    up = LRSweep(
+        every_n_epochs=1,
+        num_steps=15,
+        retune_num_steps=10,
+        suggestion=lambda r: 0.09,
+        retune_suggestion=lambda r: 1.5 * (r.min_lr * r.max_lr) ** 0.5,  # 1.5x the LR the re-tune measured
+        log_curves=False,
+    )
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
+    seed_everything(3)
+    model = Halving(lr=0.01)
+    t = trainer(
+        max_epochs=3, callbacks=[up, checkpoint], logger=CSVLogger(tmp_path, name="run"), enable_checkpointing=True
+    )
+    t.fit(model, loader(n=128))
+    applied = [r.applied_lr for r in up.history]
+    assert applied == pytest.approx([0.09, 0.09 * 0.5 * 1.5, 0.09 * 1.5**2 * 0.5**2])  # the scheduled LRs
+    base = 0.09 * 1.5**2  # each re-tune scales the base LR by the same 1.5
+    assert model.hparams.lr == pytest.approx(base)
+    assert yaml.safe_load((tmp_path / "run" / "version_0" / "hparams.yaml").read_text())["lr"] == pytest.approx(base)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["lr"] == pytest.approx(base)
+    assert t.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(base)  # the scheduler's base too
+    assert [r.base_lr for r in up.history] == pytest.approx([0.09, 0.09 * 1.5, base])

@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from models import Classifier, loader, trainer
 from torch import nn
 
@@ -22,19 +24,27 @@ def sweep(**kwargs):
     return LRSweep(every_n_epochs=2, num_steps=15, retune_num_steps=10, **kwargs)
 
 
-def run(callback, epochs, ckpt_dir=None, ckpt_path=None):
+class Halving(Plain):
+    """The LR halves every epoch, so a re-tune measures a scheduled LR below the base LR."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
+
+
+def run(callback, epochs, ckpt_dir=None, ckpt_path=None, model_cls=Plain, **trainer_kwargs):
     seed_everything(5)
-    model = Plain()
-    callbacks = [callback]
+    model = model_cls()
+    callbacks = list(callback) if isinstance(callback, list) else [callback]
     if ckpt_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
-    t = trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None)
+    t = trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None, **trainer_kwargs)
     t.fit(model, loader(n=96, shuffle=False), ckpt_path=ckpt_path)
     return model, t
 
 
 def summary(history):
-    return [(r.kind, r.epoch, r.global_step, r.previous_lr, r.suggested_lr, r.applied_lr) for r in history]
+    return [(r.kind, r.epoch, r.global_step, r.previous_lr, r.suggested_lr, r.applied_lr, r.base_lr) for r in history]
 
 
 def test_resumed_history_equals_uninterrupted(tmp_path):
@@ -105,3 +115,61 @@ def test_a_second_fit_with_the_same_instance_retunes_again():
     run(callback, epochs=2)
     run(callback, epochs=2)
     assert [r.epoch for r in callback.history] == [0, 1, 0, 1]
+
+
+def up_by_half(result):
+    """A re-tune rule: 1.5x the LR the re-tune measured (the centre of its window)."""
+    return 1.5 * (result.min_lr * result.max_lr) ** 0.5
+
+
+def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp_path):
+    def up():  # a re-tune at epoch 1 only, which raises the (halved) LR it measures 1.5x
+        return LRSweep(
+            milestones=[1], num_steps=15, retune_num_steps=10, suggestion=lambda r: 0.09, retune_suggestion=up_by_half
+        )
+
+    run(up(), epochs=2, ckpt_dir=tmp_path / "ckpt", model_cls=Halving)
+    resumed = up()
+    logger = CSVLogger(tmp_path, name="resumed")
+    model, t = run(resumed, 3, ckpt_path=tmp_path / "ckpt" / "last.ckpt", model_cls=Halving, logger=logger)
+    full = up()
+    full_model, full_t = run(full, epochs=3, model_cls=Halving)
+    assert summary(resumed.history) == summary(full.history)
+    assert resumed.history[-1].applied_lr == pytest.approx(0.09 * 0.5 * 1.5)  # the scheduled LR it moved
+    assert model.hparams.lr == full_model.hparams.lr == pytest.approx(0.09 * 1.5)  # the base LR
+    assert yaml.safe_load((tmp_path / "resumed" / "version_0" / "hparams.yaml").read_text())["lr"] == model.hparams.lr
+    assert t.optimizers[0].param_groups[0]["lr"] == full_t.optimizers[0].param_groups[0]["lr"]
+    for p, q in zip(model.parameters(), full_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"retune_window": 10.0},
+        {"retune_num_steps": 20},
+        {"max_change": 3.0},
+        {"retune_suggestion": "valley"},
+        {"retune_suggestion": lambda r: 0.1},
+        {"sweep_at_fit_start": False},
+        {"early_stop_threshold": 3.0},
+        {"smoothing": 0.9},
+    ],
+)
+def test_every_setting_that_shapes_the_sweeps_is_in_the_state_key(change):
+    assert LRSweep().state_key != LRSweep(**change).state_key
+    assert LRSweep(**change).state_key == LRSweep(**change).state_key  # stable across instances
+
+
+def test_two_instances_differing_only_in_retune_settings_restore_their_own_history(tmp_path):
+    def pair():
+        settings = dict(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+        return LRSweep(**settings), LRSweep(**settings, retune_window=10.0)
+
+    a, b = pair()
+    run([a, b], epochs=2, ckpt_dir=tmp_path)
+    assert summary(a.history) != summary(b.history)
+    a2, b2 = pair()
+    run([a2, b2], epochs=2, ckpt_path=tmp_path / "last.ckpt")
+    assert summary(a2.history) == summary(a.history)
+    assert summary(b2.history) == summary(b.history)
