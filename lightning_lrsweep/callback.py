@@ -363,6 +363,12 @@ class LRSweep(Callback):
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
+        if not (math.isfinite(previous) and previous > 0):  # every group's LR is swept and moved relative to it
+            source = f"the LR attribute `{self._attr}`" if self._attr is not None else "the optimizer's LR"
+            raise ValueError(
+                f"LRSweep needs a finite LR > 0 to sweep and scale from, but {source} of {type(pl_module).__name__} "
+                f"is {previous!r}. Start from any positive LR (e.g. 1e-3): the fit-start sweep replaces it."
+            )
         with (
             first_epoch_accumulation(trainer),
             sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step,

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from lightning_lrsweep.apply import group_weights, set_sweep_lr
+from lightning_lrsweep.apply import base_lrs, group_weights, reference_group, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
@@ -303,10 +303,17 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | 
         on_step: called after every recorded step with ``(step, lr, loss, smoothed_loss)`` (progress display).
 
     Raises:
-        ValueError: no single optimizer, no training data, or a manual ``training_step`` that never steps.
+        ValueError: no single optimizer, an LR of 0, no training data, or a manual ``training_step`` that never
+            steps.
     """
     pl_module = trainer.lightning_module
     optimizer = only_optimizer(trainer, config.optimizer_idx)
+    reference = base_lrs(optimizer)[reference_group(optimizer)]
+    if not (math.isfinite(reference) and reference > 0):  # the groups are swept at their ratios to it
+        raise ValueError(
+            f"The LR sweep needs an optimizer LR > 0 to keep the param groups' ratios, but the largest base LR "
+            f"is {reference!r}. Start from any positive LR (e.g. 1e-3): a sweep's suggestion replaces it."
+        )
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
     schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
     scaler = getattr(trainer.precision_plugin, "scaler", None)

@@ -7,7 +7,7 @@ from lightning.pytorch import seed_everything
 from models import Classifier, assert_same_state, loader, state, trainer
 from torch.utils.data import DataLoader
 
-from lightning_lrsweep import LRSweep
+from lightning_lrsweep import LRSweep, LRSweepTuner
 from lightning_lrsweep.suggest import METHODS
 
 
@@ -155,6 +155,22 @@ def test_missing_lr_attribute_is_refused_before_any_step():
     before = state(model)
     with pytest.raises(ValueError, match="could not find the LR attribute of NoLR"):
         trainer(callbacks=[LRSweep()]).fit(model, loader())
+    assert_same_state(before, state(model))
+
+
+def test_a_zero_lr_attribute_is_refused_before_any_step():
+    model = Classifier(lr=0.0)
+    before = state(model)
+    with pytest.raises(ValueError, match="LR attribute `lr` of Classifier is 0.0"):
+        trainer(callbacks=[LRSweep()]).fit(model, loader())
+    assert_same_state(before, state(model))
+
+
+def test_the_tuner_refuses_an_optimizer_lr_of_zero_before_any_step():
+    model = Classifier(lr=0.0)
+    before = state(model)
+    with pytest.raises(ValueError, match="largest base LR is 0.0"):
+        LRSweepTuner(trainer()).sweep(model, loader())
     assert_same_state(before, state(model))
 
 
