@@ -344,11 +344,13 @@ class LRSweep(Callback):
         """One row per sweep of the run (see :func:`lightning_lrsweep.history.history_frame`)."""
         return history_frame(self.history)
 
-    def plot_history(self, path: str | Path | None = None) -> Figure:
+    def plot_history(self, path: str | Path | None = None, fig: Figure | None = None) -> Figure:
         """Every sweep's curve coloured by epoch, beside the LR applied at each sweep.
 
         Args:
             path: also save the figure there.
+            fig: an empty figure to draw on (default: a new pyplot figure; see
+                :func:`lightning_lrsweep.history.plot_history`).
 
         Returns:
             The matplotlib figure.
@@ -356,7 +358,7 @@ class LRSweep(Callback):
         Raises:
             ValueError: no sweep has run yet.
         """
-        return plot_history(self.history, path)
+        return plot_history(self.history, path, fig)
 
     # -- what ----------------------------------------------------------------------------------
 

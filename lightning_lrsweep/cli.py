@@ -1,7 +1,8 @@
 """The ``lrsweep`` command line: ``lrsweep demo`` and ``lrsweep sweep --model PKG.MODULE:Class``.
 
-Bad arguments, import errors and errors raised by the sweep print one line on stderr and exit non-zero
-(``--traceback`` shows the full traceback of an error raised while sweeping).
+Bad arguments, import errors, an unwritable ``--out`` and errors raised while building the model or data or
+while sweeping print one line on stderr and exit non-zero (``--traceback`` shows the full traceback of the last
+two).
 """
 
 from __future__ import annotations
@@ -95,8 +96,18 @@ def _demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     from lightning_lrsweep.demo import run_demo
 
-    run_demo(out=args.out, epochs=args.epochs, seed=args.seed, quiet=True)
+    run_demo(out=_writable(Path(args.out)), epochs=args.epochs, seed=args.seed, quiet=True)
     return 0
+
+
+def _writable(out: Path) -> Path:
+    """``--out``, created and checked writable before any training, so a bad path fails at once and in one line."""
+    from lightning_lrsweep.result import writable_dir
+
+    try:
+        return writable_dir(out)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there: {exc.strerror or exc}") from exc
 
 
 # -- lrsweep sweep ---------------------------------------------------------------------------------
@@ -156,11 +167,25 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     return config
 
 
+class BuildError(Exception):
+    """The user's model or datamodule constructor raised: reported as one line, exit status 1."""
+
+
 def _build(cls: Any, kwargs: dict[str, Any], flag: str) -> Any:
+    """``cls(**kwargs)``; a TypeError is a bad config (UsageError), anything else the constructor's own failure."""
+    name = getattr(cls, "__name__", cls)
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise UsageError(f"{flag}: cannot build {getattr(cls, '__name__', cls)} from {kwargs}: {exc}") from exc
+        raise UsageError(f"{flag}: cannot build {name} from {kwargs}: {exc}") from exc
+    except Exception as exc:
+        raise BuildError(f"{flag}: building {name} from {kwargs} raised {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -185,9 +210,7 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
-    pl.seed_everything(args.seed, verbose=False)
-    model = _build(model_cls, config["model"], "--model")
-    datamodule = _build(data_cls, config["data"], "--data") if data_cls is not None else None
+    out = _writable(args.out)
     trainer_args: dict[str, Any] = dict(
         max_epochs=1,
         accelerator=args.accelerator,
@@ -200,17 +223,22 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         from lightning_lrsweep.tuner import LRSweepTuner
 
+        pl.seed_everything(args.seed, verbose=False)
+        model = _build(model_cls, config["model"], "--model")
+        datamodule = _build(data_cls, config["data"], "--data") if data_cls is not None else None
         with _quiet(not args.traceback):
             trainer = pl.Trainer(**trainer_args)
             result = LRSweepTuner(trainer).sweep(model, datamodule=datamodule, **vars(sweep_config))
+    except UsageError:
+        raise
     except Exception as exc:
         if args.traceback:
             raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"lrsweep sweep: error: {type(exc).__name__}: {message} (rerun with --traceback)", file=sys.stderr)
+        detail = str(exc) if isinstance(exc, BuildError) else _one_line(exc)
+        print(f"lrsweep sweep: error: {detail} (rerun with --traceback)", file=sys.stderr)
         return EXIT_FAILED
     print(suggestion_table(result))
-    paths = result.save(args.out, stem="lr_sweep")
+    paths = result.save(out, stem="lr_sweep")
     print(f"curve: {paths['csv']}  plot: {paths['png']}")
     return 0
 

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 from lightning_lrsweep.callback import LRSweep
+from lightning_lrsweep.reporting import marked_lr
+from lightning_lrsweep.result import writable_dir
 
 
 def spirals(n: int = 2048, classes: int = 3, noise: float = 0.2, seed: int = 0) -> TensorDataset:
@@ -83,8 +85,11 @@ def run_demo(out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, qu
 
     Returns:
         The callback, whose ``history`` holds every sweep.
+
+    Raises:
+        OSError: ``out`` cannot be created or written to (raised before training, not after).
     """
-    out = Path(out)
+    out = writable_dir(out)
     pl.seed_everything(seed, verbose=False)
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -106,19 +111,17 @@ def run_demo(out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, qu
     print(f"{'epoch':>5}  {'kind':<9}  {'steps':>5}  {'stopped by':<10}  {'suggested':>9}  {'applied':>9}")
     for record in sweep.history:
         stem = f"epoch={record.epoch}"
-        record.result.save(out, stem=stem)
+        lr, label = marked_lr(record)
+        record.result.save(out, stem=stem, mark=lr, mark_label=label)
         suggested = f"{record.suggested_lr:.3g}" if record.suggested_lr is not None else "none"
         applied = f"{record.applied_lr:.3g}" if record.applied_lr is not None else "kept"
         print(
             f"{record.epoch:>5}  {record.kind:<9}  {len(record.result.lrs):>5}  {record.result.stop_reason:<10}  "
             f"{suggested:>9}  {applied:>9}"
         )
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    plt.close(sweep.plot_history(out / "history.png"))
+    sweep.plot_history(out / "history.png", fig=Figure(figsize=(11, 4)))  # not pyplot's: nothing left open
     val_acc = float(trainer.callback_metrics["val_acc"])
     print(f"final val_acc {val_acc:.3f}; curves (CSV, PNG) and history.png in {out}/")
     return sweep

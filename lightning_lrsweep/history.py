@@ -159,28 +159,35 @@ def lr_per_epoch(history: Sequence[SweepRecord]) -> tuple[np.ndarray, np.ndarray
     return epochs, lrs
 
 
-def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None) -> Figure:
+def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None, fig: Figure | None = None) -> Figure:
     """Every sweep's smoothed loss-vs-LR curve, coloured by epoch, beside the LR applied at each sweep.
 
     Args:
         history: the records, as in ``LRSweep.history``.
         path: also save the figure there (PNG, SVG, … by suffix).
+        fig: an empty figure to draw on, e.g. a plain ``matplotlib.figure.Figure(figsize=(11, 4))`` that
+            pyplot never sees; by default a new pyplot figure, so it shows in notebooks and on ``plt.show()``
+            (the backend is never switched).
 
     Returns:
-        The matplotlib figure (two axes: curves, LR per epoch).
+        The figure (two axes: curves, LR per epoch).
 
     Raises:
         ValueError: the history is empty.
     """
     if not history:
         raise ValueError("`plot_history` needs at least one sweep, but the history is empty; run `fit` first.")
-    import matplotlib.pyplot as plt
-    from matplotlib import colors, ticker
+    import matplotlib
+    from matplotlib import cm, colors, ticker
 
-    fig, (curves, per_epoch) = plt.subplots(1, 2, figsize=(11, 4))
+    if fig is None:
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(11, 4))
+    curves, per_epoch = fig.subplots(1, 2)
     last_epoch = max(r.epoch for r in history)
     norm = colors.Normalize(vmin=0, vmax=max(last_epoch, 1))
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     low, high = np.inf, -np.inf
     for record in history:
         curve = record.result.curve
@@ -197,7 +204,7 @@ def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None)
     curves.set_xlabel("learning rate")
     curves.set_ylabel("smoothed training loss")
     curves.set_title("sweep curves (dotted: LR applied)")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=curves, label="epoch")
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=curves, label="epoch")
 
     epochs, lrs = lr_per_epoch(history)
     per_epoch.step(np.append(epochs, last_epoch + 1), np.append(lrs, lrs[-1]), where="post", color="C0")

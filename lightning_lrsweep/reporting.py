@@ -19,6 +19,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning_lrsweep.sweep import StepCallback
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from lightning_lrsweep.history import SweepRecord
 
 METRIC_PREFIX = "lr_sweep"
@@ -144,6 +146,18 @@ def current_lr(record: SweepRecord) -> float:
     return record.applied_lr if record.applied_lr is not None else record.previous_lr
 
 
+def marked_lr(record: SweepRecord) -> tuple[float | None, str]:
+    """The LR a sweep's plots mark, and its label: a re-tune's suggestion is not what its rule applied.
+
+    At fit start the suggestion is what was applied (``None``: the plot marks the suggestion itself); a
+    re-tune marks the LR training continues with.
+    """
+    if record.kind != "retune":
+        return None, "suggestion"
+    moved = record.applied_lr is not None and record.applied_lr != record.previous_lr
+    return current_lr(record), "applied LR" if moved else "kept LR"
+
+
 def log_hparams(trainer: pl.Trainer, attr: str | None, lr: float) -> None:
     """Re-log the hparams to every logger with the LR attribute at ``lr``, so ``hparams.yaml`` has the tuned LR."""
     if not trainer.is_global_zero or not trainer.loggers:
@@ -166,7 +180,8 @@ def report_to_loggers(
 
     Each logger gets ``lr_sweep/suggested_lr`` (when there was a suggestion) and ``lr_sweep/applied_lr``.
     With ``curves``, a logger whose ``experiment`` has ``add_figure`` (TensorBoard) gets the loss-vs-LR
-    figure as ``lr_sweep/curve``, and a logger with a ``log_dir`` gets ``lr_sweep/epoch=N.csv`` and ``.png``.
+    figure as ``lr_sweep/curve``, and a logger with a ``log_dir`` gets ``lr_sweep/epoch=N.csv`` and ``.png``
+    (both marked as :func:`marked_lr` says; the matplotlib backend and pyplot's figures are left alone).
     With ``hparams``, the hparams are logged again with the LR attribute at the record's ``base_lr`` (what the
     module holds; under a scheduler ``applied_lr`` is the scheduled LR, which ``configure_optimizers`` never sees).
     """
@@ -182,24 +197,25 @@ def report_to_loggers(
             continue
         add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
         if callable(add_figure):
-            add_figure(f"{METRIC_PREFIX}/curve", _figure(record), global_step=trainer.global_step)
+            add_figure(f"{METRIC_PREFIX}/curve", sweep_figure(record), global_step=trainer.global_step)
         log_dir = getattr(logger, "log_dir", None)
         if log_dir is not None and Path(log_dir) / METRIC_PREFIX not in written:
             folder = Path(log_dir) / METRIC_PREFIX
-            record.result.save(folder, stem=f"epoch={record.epoch}")
+            lr, label = marked_lr(record)
+            record.result.save(folder, stem=f"epoch={record.epoch}", mark=lr, mark_label=label)
             written.add(folder)
     if hparams:
         log_hparams(trainer, attr, record.base_lr)
 
 
-def _figure(record: SweepRecord) -> Any:
-    import matplotlib
+def sweep_figure(record: SweepRecord) -> Figure:
+    """One sweep's loss-vs-LR plot, titled and marked as :func:`marked_lr` says, on a plain ``Figure`` (no pyplot)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    record.result.plot(ax=ax)
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    lr, label = marked_lr(record)
+    record.result.plot(ax=ax, mark=lr, mark_label=label)
     ax.set_title(f"LR sweep at epoch {record.epoch} ({record.kind})")
     fig.tight_layout()
-    return fig  # add_figure closes it
+    return fig

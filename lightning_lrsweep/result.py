@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from lightning_lrsweep.suggest import Curve, Suggestion, default_window, rate_of
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +127,24 @@ class SweepResult:
             }
         )
 
-    def plot(self, ax: Axes | None = None, suggest: bool = True) -> Axes:
-        """Loss (raw and smoothed) against LR on a log x-axis, with the suggestion marked."""
-        import matplotlib.pyplot as plt
+    def plot(
+        self, ax: Axes | None = None, suggest: bool = True, mark: float | None = None, mark_label: str = "suggestion"
+    ) -> Axes:
+        """Loss (raw and smoothed) against LR on a log x-axis, with the suggestion (or ``mark``) marked.
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+        Args:
+            ax: the axes to draw on; by default a new pyplot figure's, so it shows in notebooks and on
+                ``plt.show()`` (the backend is never switched). :meth:`figure` draws without pyplot.
+            suggest: mark an LR at all.
+            mark: the LR to mark instead of the suggestion (e.g. the LR a re-tune applied).
+            mark_label: the marked LR's legend label.
+        """
+        ax = ax if ax is not None else _pyplot_axes()
         curve = self.curve
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
         ax.plot(curve.lrs, curve.smoothed, color="C0", lw=2, label="smoothed loss (centred)")
         if suggest:
-            self._mark_suggestion(ax, curve.lrs, curve.smoothed)
+            _mark(ax, curve.lrs, curve.smoothed, mark if mark is not None else self.suggest().lr, mark_label)
         ax.set_xscale("log" if self.mode == "exponential" else "linear")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss")
@@ -143,21 +152,26 @@ class SweepResult:
         ax.legend()
         return ax
 
-    def plot_rate_of_change(self, window: int | None = None, ax: Axes | None = None, suggest: bool = True) -> Axes:
+    def plot_rate_of_change(
+        self,
+        window: int | None = None,
+        ax: Axes | None = None,
+        suggest: bool = True,
+        mark: float | None = None,
+        mark_label: str = "suggestion",
+    ) -> Axes:
         """The loss's rate of change per step, smoothed by a simple moving average, against LR.
 
-        Its minimum is the ``"sma_slope"`` suggestion: where the loss falls fastest.
+        Its minimum is the ``"sma_slope"`` suggestion (where the loss falls fastest), marked unless ``mark``
+        is given. ``ax``, ``suggest``, ``mark`` and ``mark_label`` work as in :meth:`plot`.
         """
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+        ax = ax if ax is not None else _pyplot_axes()
         window = window or default_window(len(self.losses))
         roc = self.rate_of_change(window)
         ax.plot(self.lrs, roc, color="C1", lw=2, label=f"d loss / step (SMA {window})")
         ax.axhline(0.0, color="0.6", lw=0.8)
         if suggest:
-            self._mark_suggestion(ax, self.lrs, roc, method="sma_slope")
+            _mark(ax, self.lrs, roc, mark if mark is not None else self.suggest("sma_slope").lr, mark_label)
         ax.set_xscale("log" if self.mode == "exponential" else "linear")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("rate of change of the loss")
@@ -165,13 +179,19 @@ class SweepResult:
         ax.legend()
         return ax
 
-    def _mark_suggestion(self, ax: Axes, xs: np.ndarray, ys: np.ndarray, method: SuggestionRule | None = None) -> None:
-        lr = self.suggest(method).lr
-        if lr is None or len(xs) == 0:
-            return
-        i = int(np.argmin(np.abs(np.log(xs) - np.log(lr))))
-        ax.axvline(lr, color="C3", ls="--", lw=1)
-        ax.plot([xs[i]], [ys[i]], "o", color="C3", label=f"suggestion {lr:.2e}")
+    def figure(self, mark: float | None = None, mark_label: str = "suggestion") -> Figure:
+        """Both plots side by side on a plain ``Figure``: pyplot never sees it, so nothing stays open.
+
+        ``mark`` and ``mark_label`` work as in :meth:`plot`; ``figure().savefig(path)`` writes it.
+        """
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(11, 4))
+        left, right = fig.subplots(1, 2)
+        self.plot(ax=left, mark=mark, mark_label=mark_label)
+        self.plot_rate_of_change(ax=right, mark=mark, mark_label=mark_label)
+        fig.tight_layout()
+        return fig
 
     @staticmethod
     def _limit_y(ax: Axes, ys: np.ndarray) -> None:
@@ -182,21 +202,45 @@ class SweepResult:
             pad = 0.1 * (high - low or 1.0)
             ax.set_ylim(low - pad, high + pad)
 
-    def save(self, directory: str | Path, stem: str = "lr_sweep") -> dict[str, Path]:
-        """Write ``<stem>.csv`` (the DataFrame) and ``<stem>.png`` (both plots) into ``directory``."""
-        import matplotlib
+    def save(
+        self, directory: str | Path, stem: str = "lr_sweep", mark: float | None = None, mark_label: str = "suggestion"
+    ) -> dict[str, Path]:
+        """Write ``<stem>.csv`` (the DataFrame) and ``<stem>.png`` (:meth:`figure`) into ``directory``.
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
+        The backend and pyplot's open figures stay as they were. ``mark`` and ``mark_label`` work as in :meth:`plot`.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         csv_path, png_path = directory / f"{stem}.csv", directory / f"{stem}.png"
         self.to_pandas().to_csv(csv_path, index=False)
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        self.plot(ax=left)
-        self.plot_rate_of_change(ax=right)
-        fig.tight_layout()
-        fig.savefig(png_path, dpi=100)
-        plt.close(fig)
+        self.figure(mark, mark_label).savefig(png_path, dpi=100)
         return {"csv": csv_path, "png": png_path}
+
+
+def writable_dir(directory: str | Path) -> Path:
+    """Create ``directory`` and check that a file can be written in it: before a run, not after it.
+
+    Raises:
+        OSError: it cannot be created or written to.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+    return directory
+
+
+def _pyplot_axes() -> Axes:
+    """A new pyplot figure's axes: importing pyplot picks a backend only if none is chosen yet."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6, 4))[1]
+
+
+def _mark(ax: Axes, xs: np.ndarray, ys: np.ndarray, lr: float | None, label: str) -> None:
+    """A dashed line at ``lr`` and a dot on the curve's nearest point, labelled ``<label> <lr>``."""
+    if lr is None or len(xs) == 0:
+        return
+    i = int(np.argmin(np.abs(np.log(xs) - np.log(lr))))
+    ax.axvline(lr, color="C3", ls="--", lw=1)
+    ax.plot([xs[i]], [ys[i]], "o", color="C3", label=f"{label} {lr:.2e}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import _TunerExitException
 from typing_extensions import override
@@ -40,10 +43,30 @@ class _SweepOnce(Callback):
         raise _TunerExitException()
 
 
+@contextmanager
+def _without_loggers(trainer: pl.Trainer) -> Iterator[None]:
+    """Swap the loggers for a ``DummyLogger`` (as Lightning's ``lr_find`` does), restore them after.
+
+    A sweep trains nothing, so it should log nothing: with the user's logger, ``fit`` would create a
+    ``version_N`` folder (events file, empty ``hparams.yaml``). Checkpoint callbacks resolve their folder
+    from the logger in ``setup``; they get back the one they had, so the next ``fit`` resolves it afresh.
+    """
+    loggers = trainer.loggers
+    dirpaths = [(c, c.dirpath) for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    trainer.logger = DummyLogger() if loggers else None
+    try:
+        yield
+    finally:
+        trainer.loggers = loggers
+        for callback, dirpath in dirpaths:
+            callback.dirpath = dirpath
+
+
 class LRSweepTuner:
     """Run one LR range test on a model and return the curve, without training it.
 
-    The model, optimizer and RNG states are left exactly as they were; the suggestion is not applied.
+    The model, optimizer and RNG states are left exactly as they were; the suggestion is not applied. The
+    trainer's loggers are set aside while it runs, so it logs nothing (no ``lightning_logs/version_N``).
 
     Args:
         trainer: the trainer whose strategy, precision and accumulation settings the sweep uses.
@@ -84,7 +107,8 @@ class LRSweepTuner:
         probe = _SweepOnce(config)
         trainer.callbacks.append(probe)  # type: ignore[attr-defined]
         try:
-            trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+            with _without_loggers(trainer):
+                trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
         finally:
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders

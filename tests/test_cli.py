@@ -5,11 +5,16 @@ import textwrap
 import pandas as pd
 import pytest
 
-from lightning_lrsweep.cli import main
+from lightning_lrsweep.cli import BuildError, main
 
 
-def test_demo_writes_a_curve_per_sweep_and_prints_the_table(tmp_path, capsys):
+def test_demo_writes_a_curve_per_sweep_and_prints_the_table(tmp_path, capsys, svg_backend):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
     assert main(["demo", "--out", str(tmp_path), "--epochs", "2"]) == 0
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == open_before  # the user's pyplot untouched
     out = capsys.readouterr().out
     assert "fit_start" in out and "retune" in out
     for epoch in (0, 1):
@@ -101,3 +106,61 @@ def test_python_dash_m_runs_the_cli():
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("lrsweep sweep: error: --model nosuch:Net: cannot import")
+
+
+@pytest.mark.parametrize("command", [["demo", "--epochs", "1"], ["sweep", *SPIRALS]], ids=["demo", "sweep"])
+def test_unwritable_out_is_one_line_before_any_training(tmp_path, capsys, command):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    out = tmp_path / "taken" / "curves"
+    assert main([*command, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith(f"lrsweep {command[0]}: error: --out {out}: cannot write there: ") and "\n" not in err
+    assert captured.out == ""  # failed before the fit, not after it
+
+
+BROKEN = """
+import lightning.pytorch as pl
+from lightning_lrsweep.demo import SpiralNet
+
+class Net(SpiralNet):
+    def __init__(self, hidden=64):
+        if hidden < 1:
+            raise ValueError(f"hidden must be >= 1, got {hidden}")
+        super().__init__(hidden=hidden)
+
+class Data(pl.LightningDataModule):
+    def __init__(self, root="/no/such/dataset"):
+        super().__init__()
+        raise FileNotFoundError(f"no dataset at {root}")
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "message"),
+    [
+        (
+            ["--model", "lrsweep_broken:Net", "--data", "lightning_lrsweep.demo:SpiralData"],
+            "model: {hidden: 0}",
+            "--model: building Net from {'hidden': 0} raised ValueError: hidden must be >= 1, got 0",
+        ),
+        (
+            ["--model", "lrsweep_broken:Net", "--data", "lrsweep_broken:Data"],
+            "",
+            "--data: building Data from {} raised FileNotFoundError: no dataset at /no/such/dataset",
+        ),
+    ],
+    ids=["model", "data"],
+)
+def test_sweep_constructor_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, config, message):
+    (tmp_path / "lrsweep_broken.py").write_text(BROKEN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "cfg.yaml").write_text(config)
+    command = ["sweep", *argv, "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out")]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"lrsweep sweep: error: {message}") and err.rstrip().endswith("(rerun with --traceback)")
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    with pytest.raises(BuildError) as raised:  # --traceback: the constructor's own error, chained
+        main([*command, "--traceback"])
+    assert isinstance(raised.value.__cause__, (ValueError, FileNotFoundError))

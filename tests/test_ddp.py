@@ -183,6 +183,7 @@ def test_ddp_spawn_history_and_tuner_result_reach_the_main_process(spawn_run):
     assert history[0]["applied"] is not None
     assert len(spawn_run["tuner_curve"]["lrs"]) == 10 and spawn_run["tuner_suggestion"] is not None
     assert spawn_run["restored"]  # the weights the workers sent back are the untouched ones
+    assert spawn_run["tuner_logs"] == {"same_logger": True, "wrote": False}  # a DummyLogger went to the workers
     assert spawn_run["trained_after_tuning"]  # and the same trainer could fit afterwards
 
 

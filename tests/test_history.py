@@ -43,3 +43,13 @@ def test_plot_history_overlays_every_curve_and_the_lr_per_epoch(swept, tmp_path)
 def test_plot_history_of_nothing_says_so():
     with pytest.raises(ValueError, match="history is empty"):
         LRSweep().plot_history()
+
+
+def test_plot_history_on_a_plain_figure_leaves_pyplot_alone(swept, tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    open_before, fig = plt.get_fignums(), Figure(figsize=(11, 4))
+    assert swept.plot_history(tmp_path / "history.png", fig=fig) is fig
+    assert len(fig.axes) == 3 and plt.get_fignums() == open_before  # curves, LR per epoch, colour bar
+    assert (tmp_path / "history.png").stat().st_size > 1000

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from models import Classifier, loader, trainer
 
 from lightning_lrsweep import LRSweep
+from lightning_lrsweep.reporting import current_lr, sweep_figure
 
 
 def fit(callbacks, epochs=2, **trainer_kwargs):
@@ -58,6 +59,47 @@ def test_tensorboard_gets_scalars_figure_and_files(tmp_path):
     assert len(events.Images("lr_sweep/curve")) == 2
     assert yaml.safe_load((log_dir / "hparams.yaml").read_text())["lr"] == pytest.approx(model.hparams.lr)
     assert (log_dir / "lr_sweep" / "epoch=1.csv").exists()
+
+
+def test_logging_curves_keeps_the_users_backend_and_leaves_no_figure_open(tmp_path, svg_backend):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    fit([sweep()], logger=[TensorBoardLogger(tmp_path, name="tb"), CSVLogger(tmp_path, name="csv")])
+    assert matplotlib.get_backend() == "svg"
+    assert plt.get_fignums() == open_before
+    for name in ("tb", "csv"):
+        assert (tmp_path / name / "version_0" / "lr_sweep" / "epoch=1.png").stat().st_size > 1000
+
+
+def marks(ax):
+    """The x of every dashed marker line on ``ax``, and the legend's labels."""
+    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
+    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def fixed(lr):
+    return lambda result: lr
+
+
+@pytest.mark.parametrize(
+    ("rules", "label"),
+    [({}, "kept LR"), ({"suggestion": fixed(0.05), "retune_suggestion": fixed(0.08)}, "applied LR")],
+    ids=["edge_keeps", "callable_moves"],
+)
+def test_retune_plots_mark_the_lr_the_rule_left_training_at(tmp_path, rules, label):
+    callback = sweep(**rules)
+    fit([callback], logger=CSVLogger(tmp_path, name="run"))
+    start, retune = callback.history
+    lr = current_lr(retune)
+    assert lr != pytest.approx(retune.result.suggestion())  # the re-tune's own method picks elsewhere on the window
+    assert marks(sweep_figure(retune).axes[0]) == ([lr], ["loss", "smoothed loss (centred)", f"{label} {lr:.2e}"])
+    xs, labels = marks(sweep_figure(start).axes[0])  # at fit start the suggestion is what was applied
+    assert xs == [pytest.approx(start.applied_lr)] and labels[-1] == f"suggestion {start.applied_lr:.2e}"
+    saved = tmp_path / "run" / "version_0" / "lr_sweep" / "epoch=1.png"  # the logger's file: marked the same way
+    expected = retune.result.save(tmp_path / "expected", stem="epoch=1", mark=lr, mark_label=label)["png"]
+    assert saved.read_bytes() == expected.read_bytes()
 
 
 def test_log_curves_false_logs_metrics_only(tmp_path):

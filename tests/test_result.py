@@ -56,3 +56,28 @@ def test_suggestion_none_has_a_reason(caplog):
 @pytest.mark.parametrize("method", ["valley", "steepest", "minimum", "sma_slope"])
 def test_every_method_answers_on_a_clean_curve(method):
     assert 1e-4 < make_result().suggestion(method) < 0.3
+
+
+def marks(ax):
+    """The x of every dashed marker line on ``ax``, and the legend's labels."""
+    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
+    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_plots_mark_a_given_lr_instead_of_the_suggestion():
+    result = make_result()
+    loss, roc = result.figure(mark=0.02, mark_label="applied LR").axes
+    assert marks(loss) == ([0.02], ["loss", "smoothed loss (centred)", "applied LR 2.00e-02"])
+    assert marks(roc)[0] == [0.02] and marks(roc)[1][-1] == "applied LR 2.00e-02"
+    default = result.plot()
+    assert marks(default)[0] == [pytest.approx(result.suggestion())]
+
+
+def test_save_keeps_the_users_backend_and_leaves_no_figure_open(tmp_path, svg_backend):
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    paths = make_result().save(tmp_path)
+    assert matplotlib.get_backend() == "svg"
+    assert plt.get_fignums() == open_before
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the mode
 import torch  # noqa: E402
 import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from models import Classifier, loader, trainer  # noqa: E402
 
 from lightning_lrsweep import LRSweep, LRSweepTuner  # noqa: E402
@@ -195,15 +196,18 @@ def spawned(out: Path) -> dict[str, Any]:
     seed_everything(6)
     model = Classifier(lr=0.01)
     before = weights(model)
-    t = ddp_trainer("ddp_spawn", max_epochs=1, limit_train_batches=2)
+    logger = CSVLogger(out / "logs")
+    t = ddp_trainer("ddp_spawn", max_epochs=1, limit_train_batches=2, logger=logger)
     result = LRSweepTuner(t).sweep(model, loader(), num_steps=10)
     restored = same(before, weights(model))
+    tuner_logs = {"same_logger": t.logger is logger, "wrote": (out / "logs").exists()}
     t.fit(model, loader())  # the tuner left the trainer able to fit
     return {
         "history": [{"curve": curve(r.result), "applied": r.applied_lr} for r in sweep.history],
         "tuner_curve": curve(result),
         "tuner_suggestion": result.suggestion(),
         "restored": restored,
+        "tuner_logs": tuner_logs,
         "trained_after_tuning": not same(before, weights(model)),
     }
 
