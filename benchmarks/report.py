@@ -312,7 +312,7 @@ def render(
     if cfg.quick:
         parts.append("> **QUICK MODE** (smoke-test budget): numbers below are not meaningful.\n")
     parts.append(
-        "Regenerate with `python -m benchmarks.run` (options: `--quick`, `--only quality,cost,ddp,retune`, "
+        "Regenerate with `python -m benchmarks.run` (options: `--quick`, `--only quality,cost,ddp,retune,window`, "
         "`--tasks a,b`). Per-run results are cached as JSON under `benchmarks/_runs/` (gitignored), so re-rendering "
         "is cheap; `--refresh` recomputes. All numbers are medians over seeds unless stated.\n"
     )
@@ -328,7 +328,7 @@ def render(
     parts.append("## Machine and versions\n")
     parts.append(table(["", ""], [[k, v] for k, v in machine_info().items()]) + "\n")
     tasks_used = sorted(
-        {n for sec in ("quality", "retune") for n in results.get(sec, {}).get("tasks", {})},
+        {n for sec in ("quality", "retune", "window") for n in results.get(sec, {}).get("tasks", {})},
         key=list(TASKS).index,
     )
     if tasks_used:
@@ -345,6 +345,10 @@ def render(
         parts.append(ddp_cost.render(results["ddp"]))
     if "retune" in results:
         parts.append(retune.render(results["retune"], fig_dir, "figures"))
+    if "window" in results:
+        from benchmarks import window
+
+        parts.append(window.render(results["window"]))
     readme = out_dir / "README.md"
     readme.write_text("\n".join(parts))
     return readme

@@ -1,4 +1,4 @@
-"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only quality,cost,ddp,retune]``.
+"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only quality,cost,ddp,retune,window]``.
 
 Writes ``README.md`` and ``figures/`` into ``--out`` (default ``benchmarks/``; ``benchmarks/_runs/quick/`` with
 ``--quick`` so a smoke run never overwrites the real report), caching every run as JSON under ``--runs-dir``.
@@ -16,7 +16,7 @@ from benchmarks.common import Config, RunCache, quiet
 from benchmarks.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("quality", "cost", "ddp", "retune")
+SECTIONS = ("quality", "cost", "ddp", "retune", "window")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> Path:
         from benchmarks import retune
 
         results["retune"] = retune.run(cache, tasks, cfg, log=log)
+    if "window" in only:
+        from benchmarks import window
+
+        results["window"] = window.run(cache, tasks, cfg, log=log)
 
     from benchmarks import report
 
