@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
-from typing import Any
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
 import torch
@@ -39,6 +39,12 @@ MAX_EMPTY_STEPS = 10
 
 class SweepStepError(RuntimeError):
     """Another rank raised during a sweep step; this rank stopped with it instead of hanging."""
+
+
+def _describe(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message``, cut to ``limit`` characters: what the other ranks' error says about this one."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def only_optimizer(trainer: pl.Trainer, index: int | None = None) -> Optimizer:
@@ -191,14 +197,27 @@ class _Recorder:
 
 
 class _StepRunner:
-    """Runs one sweep step (one optimizer step, with gradient accumulation) and returns the rank-mean loss."""
+    """Runs one sweep step (one optimizer step, with gradient accumulation) and returns the rank-mean loss.
+
+    Under DDP all ranks must enter the same collectives in the same order -- DDP's forward (it broadcasts
+    the buffers), the sweep's exchange after each forward, DDP's backward (the gradient all-reduce) -- or
+    the others wait in theirs until the process-group timeout. So a rank whose step raises keeps the
+    exception and goes on through those collectives only (a forward on the batch it holds, the autograd
+    pass its failed backward skipped) to the next exchange, where all ranks learn of it and raise together.
+    The exchange comes before backward, so a failed forward never leaves another rank in the gradient
+    all-reduce. In one process a failure raises at once.
+    """
 
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
         self.world_size, self.global_rank = trainer.world_size, trainer.global_rank
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
+        self.batch: Any = None
         self.batch_idx = 0
         self.step_calls = 0
+        self.step_index = 0  # the sweep step now running (set by the sweep loop), to say where a failure happened
+        self.failure: Exception | None = None  # this rank's first exception, held until the next exchange
+        self.failed_at = 0
 
     @contextmanager
     def counting_steps(self) -> Iterator[None]:
@@ -212,55 +231,102 @@ class _StepRunner:
     def _count_step(self, *_: Any) -> None:
         self.step_calls += 1
 
-    def _prepare(self, batch: Any) -> Any:
-        """Do to a batch what the training loop does before ``training_step``.
+    def _run(self, action: Callable[..., Any], *args: Any) -> Any:
+        """Run one part of a step; under DDP keep its exception (the first) for the next exchange."""
+        try:
+            return action(*args)
+        except Exception as exc:
+            if self.world_size == 1:
+                raise
+            if self.failure is None:
+                self.failure, self.failed_at = exc, self.step_index
+            return None
+
+    def _draw(self) -> None:
+        """Take the next batch and do to it what the training loop does before ``training_step``.
 
         That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
         the move to the device and ``on_after_batch_transfer``.
         """
         module = self.strategy.lightning_module
         assert module is not None
-        batch = self.strategy.precision_plugin.convert_input(batch)
+        batch = self.strategy.precision_plugin.convert_input(next(self.batches))
         batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
-        return self.strategy.batch_to_device(batch, dataloader_idx=0)
+        self.batch = self.strategy.batch_to_device(batch, dataloader_idx=0)
+
+    def _exchange(self, loss: torch.Tensor | None = None) -> tuple[float, float]:
+        """The sweep's one all-reduce per micro-batch: which ranks failed, which have a loss, and the loss sum.
+
+        Raises:
+            Exception: this rank's own failure, or :class:`SweepStepError` if another rank failed.
+        """
+        mine = loss if self.failure is None else None  # a failed rank's loss does not count
+        value = float(mine.detach().float().mean()) if mine is not None else 0.0
+        stats = torch.tensor([float(self.failure is not None), float(mine is not None), value], dtype=torch.float64)
+        failures, with_loss, total = self.strategy.reduce(stats.to(self.strategy.root_device), reduce_op="sum").tolist()
+        if failures:
+            self._raise_together()
+        return with_loss, total
+
+    def _raise_together(self) -> NoReturn:
+        """Tell every rank what each failed rank raised (one gather, on failure only); raise on all of them."""
+        causes: list[str | None] = [None] * self.world_size
+        mine = _describe(self.failure) if self.failure is not None else None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_gather_object(causes, mine)
+        if self.failure is not None:
+            raise self.failure
+        failed = {rank: cause for rank, cause in enumerate(causes) if cause is not None}
+        who = ", ".join(f"rank {rank}" for rank in failed) or "another rank"
+        raise SweepStepError(
+            f"{who} raised during an LR sweep step, so rank {self.global_rank} stopped too ("
+            + "; ".join(f"rank {rank}: {cause}" for rank, cause in failed.items())
+            + f"); see the traceback of {who} for the cause. Every rank restores its training state."
+        )
+
+    def start(self) -> None:
+        """Draw the first batch and share a failure to: a rank with no batch could not join DDP's first forward."""
+        self._run(self._draw)
+        self._exchange()
+
+    def finish(self) -> None:
+        """Share a failure in the last step's backward or optimizer step, which no later forward carries."""
+        self._exchange()
 
     def _forward(self) -> tuple[torch.Tensor, float]:
         """Draw batches until ``training_step`` gives a loss on every rank; return it and its rank mean.
 
-        One all-reduce of four numbers per micro-batch carries the loss, whether each rank has one, and
-        which ranks raised, so a failure or a NaN on one rank stops all of them together.
+        A rank that cannot draw, or failed earlier, still runs the forward, on the batch it holds: DDP's
+        forward on the other ranks waits for its buffer broadcast.
         """
-        world, rank = self.world_size, self.global_rank
         for _ in range(MAX_EMPTY_STEPS):
-            batch = self._prepare(next(self.batches))
-            error: Exception | None = None
-            loss = None
-            try:
-                loss = _loss_of(self.strategy.training_step(batch, self.batch_idx))
-            except Exception as exc:  # re-raised below, once the other ranks know
-                error = exc
+            if self.batch_idx > 0 and self.failure is None:  # start() drew the first batch
+                self._run(self._draw)
+            loss = self._run(lambda: _loss_of(self.strategy.training_step(self.batch, self.batch_idx)))
             self.batch_idx += 1
-            value = float(loss.detach().float().mean()) if loss is not None else 0.0
-            raised = float(error is not None)
-            stats = torch.tensor([raised, raised * rank, float(loss is not None), value], dtype=torch.float64)
-            failed, rank_sum, with_loss, total = self.strategy.reduce(
-                stats.to(self.strategy.root_device), reduce_op="sum"
-            ).tolist()
-            if error is not None:
-                raise error
-            if failed:
-                who = f"rank {int(rank_sum)}" if failed == 1 else f"{int(failed)} ranks"
-                raise SweepStepError(
-                    f"{who} raised during an LR sweep step, so rank {rank} stopped too; see the traceback of {who} "
-                    "for the cause. Every rank restores its training state."
-                )
-            if with_loss == world:
+            with_loss, total = self._exchange(loss)
+            if with_loss == self.world_size:
                 assert loss is not None
-                return loss, total / world
+                return loss, total / self.world_size
         raise ValueError(
             f"`training_step` returned no loss for {MAX_EMPTY_STEPS} batches in a row during the LR sweep; "
             "return the loss tensor (or a dict with a 'loss' key)."
         )
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Backward through the strategy; if it fails before autograd starts, run autograd anyway.
+
+        The other ranks' backward all-reduces the gradients bucket by bucket and waits for this rank's
+        share. A failure inside autograd itself, with buckets under way, cannot be matched: as in plain DDP
+        training, the other ranks then wait until the process-group timeout.
+        """
+        started: list[bool] = []
+        if loss.requires_grad:
+            loss.register_hook(lambda _: started.append(True))
+        self._run(self.strategy.backward, loss, self.optimizer)
+        if self.failure is not None and not started:
+            with suppress(Exception):
+                loss.backward()
 
     def automatic(self) -> float:
         """Forward and backward each micro-batch, then one optimizer step; a NaN skips the step on all ranks."""
@@ -274,9 +340,10 @@ class _StepRunner:
             last = micro == self.accumulate - 1
             block_sync = getattr(self.strategy, "block_backward_sync", nullcontext)
             with nullcontext() if last else block_sync():
-                self.strategy.backward(loss / self.accumulate, self.optimizer)
+                self._backward(loss / self.accumulate)
         final = loss.detach()
-        self.strategy.optimizer_step(self.optimizer, closure=lambda: final)
+        if self.failure is None:
+            self._run(self.strategy.optimizer_step, self.optimizer, lambda: final)
         return total
 
     def manual(self) -> float:
@@ -351,28 +418,32 @@ def _sweep_loop(
     recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
     lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode)
-    k, skipped = 0, 0
-    with runner.counting_steps():
-        while k < len(lrs):
-            lr = float(lrs[k])
-            set_sweep_lr(optimizer, lr, weights)
-            scale = scaler.get_scale() if scaler is not None else None
-            try:
+    k, skipped, stop_reason = 0, 0, None
+    try:
+        with runner.counting_steps():
+            runner.start()
+            while k < len(lrs) and stop_reason is None:
+                lr, runner.step_index = float(lrs[k]), k
+                set_sweep_lr(optimizer, lr, weights)
+                scale = scaler.get_scale() if scaler is not None else 0.0
                 loss = step()
-            except BaseException as exc:
-                if hasattr(exc, "add_note"):
-                    where = f" on rank {trainer.global_rank} of {trainer.world_size}" if trainer.world_size > 1 else ""
-                    exc.add_note(
-                        f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {k}, LR {lr:.3g}{where})"
-                    )
-                raise
-            if scaler is not None and scale is not None and scaler.get_scale() < scale and skipped < config.num_steps:
-                skipped += 1  # the grad scaler skipped the optimizer step: same LR again
-                continue
-            stop_reason = recorder.add(lr, loss)
-            if on_step is not None:
-                on_step(k, lr, loss, recorder.smoothed[-1])
-            if stop_reason is not None:
-                return recorder, stop_reason
-            k += 1
-    return recorder, "num_steps"
+                if scaler is not None and scaler.get_scale() < scale and skipped < config.num_steps:
+                    skipped += 1  # the grad scaler skipped the optimizer step: same LR again
+                    continue
+                stop_reason = recorder.add(lr, loss)
+                if on_step is not None:
+                    on_step(k, lr, loss, recorder.smoothed[-1])
+                k += 1
+            runner.finish()
+    except BaseException as exc:
+        at = runner.failed_at if exc is runner.failure else runner.step_index
+        _note_where(exc, trainer, at, float(lrs[at]))
+        raise
+    return recorder, stop_reason or "num_steps"
+
+
+def _note_where(exc: BaseException, trainer: pl.Trainer, step: int, lr: float) -> None:
+    """Add to an exception from a sweep the step, LR and rank it was raised at (Python 3.11+ notes)."""
+    if hasattr(exc, "add_note"):
+        where = f" on rank {trainer.global_rank} of {trainer.world_size}" if trainer.world_size > 1 else ""
+        exc.add_note(f"(raised in an LR sweep at epoch {trainer.current_epoch}, step {step}, LR {lr:.3g}{where})")

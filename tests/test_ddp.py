@@ -147,13 +147,23 @@ def test_warnings_come_from_rank_zero_only(ddp_run):
     assert [r["callback_fit"]["clamp_warnings"] for r in ranks] == [1, 0]
 
 
-def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run):
+@pytest.mark.parametrize(
+    ("scenario", "cause", "step"),
+    [
+        ("one_rank_raises", "RuntimeError: boom on rank 1 in training_step", 2),
+        ("raises_reading_data", "OSError: sample", 2),  # the dataset, drawing the 3rd batch
+        ("raises_moving_first_batch", "RuntimeError: boom on rank 1 in on_after_batch_transfer", 0),
+        ("raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its gradient all-reduce
+        ("raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
+    ],
+)
+def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run, scenario, cause, step):
     ranks, _ = ddp_run
-    first, second = (r["one_rank_raises"] for r in ranks)
-    assert second["error"]["type"] == "RuntimeError" and "boom on rank 1" in second["error"]["text"]
-    assert any("step 2" in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
-    assert first["error"]["type"] == "SweepStepError"
-    assert "rank 1 raised during an LR sweep step, so rank 0 stopped too" in first["error"]["text"]
+    first, second = (r[scenario] for r in ranks)
+    assert second["error"]["text"].startswith(cause)  # rank 1 raises its own exception...
+    assert any(f"step {step}," in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
+    assert first["error"]["type"] == "SweepStepError"  # ...and rank 0 says which rank raised what
+    assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
     for rank in (first, second):
         assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
 

@@ -11,6 +11,8 @@ import os
 import sys
 import traceback
 import warnings
+from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ import torch  # noqa: E402
 import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from models import Classifier, loader, trainer  # noqa: E402
+from models import Classifier, blobs, loader, trainer  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from lightning_lrsweep import LRSweep, LRSweepTuner  # noqa: E402
 
@@ -33,25 +36,71 @@ def huge_lr(result: Any) -> float:
     return 10.0
 
 
-class Recording(Classifier):
-    """Records every loss ``training_step`` computes on this rank; optionally NaN or raise at the n-th call."""
+def global_rank() -> int:
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
-    def __init__(self, lr: float = 0.05, nan_at: int | None = None, raise_at: int | None = None, on_rank: int = 1):
+
+class Recording(Classifier):
+    """Records every loss ``training_step`` computes on this rank; optionally NaN at the n-th call.
+
+    With ``raise_in``, rank ``on_rank`` raises at the ``raise_at``-th call of that hook.
+    """
+
+    def __init__(
+        self,
+        lr: float = 0.05,
+        nan_at: int | None = None,
+        raise_in: str = "training_step",
+        raise_at: int | None = None,
+        on_rank: int = 1,
+    ):
         super().__init__(lr=lr)
-        self.nan_at, self.raise_at, self.on_rank = nan_at, raise_at, on_rank
+        self.nan_at, self.raise_in, self.raise_at, self.on_rank = nan_at, raise_in, raise_at, on_rank
         self.calls: int = 0
+        self.hook_calls: Counter[str] = Counter()
         self.losses: list[float] = []
+
+    def _boom(self, hook: str) -> None:
+        self.hook_calls[hook] += 1
+        if hook == self.raise_in and self.global_rank == self.on_rank and self.hook_calls[hook] == self.raise_at:
+            raise RuntimeError(f"boom on rank {self.global_rank} in {hook}")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         self.calls += 1
-        mine = self.global_rank == self.on_rank
-        if mine and self.calls == self.raise_at:
-            raise RuntimeError(f"boom on rank {self.global_rank}")
+        self._boom("training_step")
         loss = super().training_step(batch, batch_idx)
-        if mine and self.calls == self.nan_at:
+        if self.global_rank == self.on_rank and self.calls == self.nan_at:
             loss = loss * float("nan")
         self.losses.append(float(loss.detach()))
         return loss
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        self._boom("on_after_batch_transfer")
+        return batch
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        self._boom("backward")  # before autograd: the other rank is already in the gradient all-reduce
+        super().backward(loss, *args, **kwargs)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        self._boom("on_before_optimizer_step")
+
+
+class UnreadableOnRank(Dataset):
+    """``blobs`` whose copy on rank ``on_rank`` raises when reading the first sample of its ``batch``-th batch."""
+
+    def __init__(self, batch: int, on_rank: int = 1, batch_size: int = 32) -> None:
+        self.data, self.on_rank, self.fail_at = blobs(), on_rank, (batch - 1) * batch_size + 1
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Any:
+        self.reads += 1
+        if global_rank() == self.on_rank and self.reads == self.fail_at:
+            raise OSError(f"sample {i} unreadable on rank {self.on_rank}")
+        return self.data[i]
 
 
 def close_process_group() -> None:
@@ -168,14 +217,20 @@ def bit_for_bit(strategy: str, out: Path, rank: int) -> dict[str, Any]:
     return {"sweeps": len(sweep.history), "samplers": [plain_probe.seen, swept_probe.seen]}
 
 
-def one_rank_raises(strategy: str) -> dict[str, Any]:
-    """Rank 1 raises in its 3rd sweep step: every rank must stop, restore, and say which rank raised."""
+def one_rank_raises(
+    strategy: str, raise_in: str = "training_step", raise_at: int = 3, num_steps: int = 10
+) -> dict[str, Any]:
+    """Rank 1 raises in ``raise_in`` at its ``raise_at``-th call: every rank must stop, restore, and say which raised.
+
+    ``raise_in="dataset"``: rank 1's dataset raises reading its ``raise_at``-th batch (``num_workers=0``).
+    """
     seed_everything(5)
-    model = Recording(lr=0.01, raise_at=3)
+    model = Recording(lr=0.01, raise_in=raise_in, raise_at=raise_at)
+    data = DataLoader(UnreadableOnRank(raise_at), batch_size=32, shuffle=True) if raise_in == "dataset" else loader()
     before = weights(model)
-    t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=10)])
+    t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=num_steps)])
     try:
-        t.fit(model, loader())
+        t.fit(model, data)
         error = None
     except Exception as exc:  # noqa: BLE001 - reported to the test
         error = {"type": type(exc).__name__, "text": "".join(traceback.format_exception_only(exc))}
@@ -233,6 +288,12 @@ SCENARIOS = {
     "one_rank_nan": one_rank_nan,
     "callback_fit": callback_fit,
     "one_rank_raises": one_rank_raises,
+    "raises_reading_data": partial(one_rank_raises, raise_in="dataset", raise_at=3),
+    "raises_moving_first_batch": partial(one_rank_raises, raise_in="on_after_batch_transfer", raise_at=1),
+    "raises_in_backward": partial(one_rank_raises, raise_in="backward", raise_at=3),
+    "raises_in_last_optimizer_step": partial(
+        one_rank_raises, raise_in="on_before_optimizer_step", raise_at=5, num_steps=5
+    ),
 }
 
 
