@@ -128,7 +128,7 @@ def render(res: dict[str, Any]) -> str:
         f"`LRSweepTuner.sweep` on a 3-layer MLP of width {res['width']}, SGD, batch 64 per process, {res['steps']} "
         "steps, median of 3 timed sweeps per setting, one thread per process; both settings measured in one run "
         "(`benchmarks/ddp_cost.py`). On this shared 2-core machine the two DDP processes compete with each other and "
-        "with other jobs, so the ratio swings with the load (1.8–5.9 over earlier runs); the sweep's own cost is the "
+        "with other jobs, so the ratio swings with the load (1.8–6.4 over earlier runs); the sweep's own cost is the "
         "one scalar all-reduce per micro-batch.\n\n"
         + table(["run", "ms / sweep step", "÷ 1 process", "the sweep's scalar all-reduce, ms"], rows)
         + "\n"
