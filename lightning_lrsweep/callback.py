@@ -219,6 +219,7 @@ class LRSweep(Callback):
         self._distance: float | None = None
         self._enabled = True
         self._restored_retunes: set[int] = set()
+        self._state_loaded = False  # whether the last checkpoint held this instance's state
         self._returned = SpawnReturn()
 
     @property
@@ -262,10 +263,18 @@ class LRSweep(Callback):
             return
         only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
         resuming = trainer.ckpt_path is not None
+        if resuming and not self._state_loaded:
+            rank_zero_warn(
+                f"LRSweep resumes from {trainer.ckpt_path} without a saved history: the checkpoint holds no state "
+                f"under this instance's `state_key` ({self.state_key}). It was saved without LRSweep, or with "
+                "different settings that shape the sweeps (range, steps, rules, window, `max_change`, schedule). "
+                "Re-tunes continue from the optimizer's restored LR; the LR attribute keeps the module's value."
+            )
         if resuming:
             self._restore_attr(pl_module)
         else:
             self._restored_retunes = set()
+        self._state_loaded = False
         if self.sweep_at_fit_start and (not resuming or self.sweep_on_resume):
             self._fit_start_sweep(trainer, pl_module)
 
@@ -328,6 +337,7 @@ class LRSweep(Callback):
         self._history = [record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
         self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
+        self._state_loaded = True
 
     def _restore_attr(self, pl_module: pl.LightningModule) -> None:
         """Put the last sweep's base LR into the module's LR attribute (checkpoints restore only the optimizer's).

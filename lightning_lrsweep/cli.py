@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import sys
 import warnings
@@ -172,12 +173,20 @@ class BuildError(Exception):
 
 
 def _build(cls: Any, kwargs: dict[str, Any], flag: str) -> Any:
-    """``cls(**kwargs)``; a TypeError is a bad config (UsageError), anything else the constructor's own failure."""
+    """``cls(**kwargs)``, telling a bad config from a failing constructor.
+
+    Arguments that do not fit the signature are a bad config (UsageError); anything the constructor itself
+    raises, a TypeError included, is its own failure (BuildError).
+    """
     name = getattr(cls, "__name__", cls)
     try:
-        return cls(**kwargs)
+        inspect.signature(cls).bind(**kwargs)
     except TypeError as exc:
         raise UsageError(f"{flag}: cannot build {name} from {kwargs}: {exc}") from exc
+    except ValueError:  # no signature to check against: let the call decide
+        pass
+    try:
+        return cls(**kwargs)
     except Exception as exc:
         raise BuildError(f"{flag}: building {name} from {kwargs} raised {_one_line(exc)}") from exc
 
@@ -210,7 +219,6 @@ def _sweep(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
-    out = _writable(args.out)
     trainer_args: dict[str, Any] = dict(
         max_epochs=1,
         accelerator=args.accelerator,
@@ -226,6 +234,7 @@ def _sweep(args: argparse.Namespace) -> int:
         pl.seed_everything(args.seed, verbose=False)
         model = _build(model_cls, config["model"], "--model")
         datamodule = _build(data_cls, config["data"], "--data") if data_cls is not None else None
+        out = _writable(args.out)  # after building (a failed build leaves no folder), before the sweep
         with _quiet(not args.traceback):
             trainer = pl.Trainer(**trainer_args)
             result = LRSweepTuner(trainer).sweep(model, datamodule=datamodule, **vars(sweep_config))

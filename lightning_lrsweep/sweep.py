@@ -271,7 +271,7 @@ class _StepRunner:
     def _raise_together(self) -> NoReturn:
         """Tell every rank what each failed rank raised (one gather, on failure only); raise on all of them."""
         causes: list[str | None] = [None] * self.world_size
-        mine = _describe(self.failure) if self.failure is not None else None
+        mine = f"{_describe(self.failure)} (at sweep step {self.failed_at})" if self.failure is not None else None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_gather_object(causes, mine)
         if self.failure is not None:
@@ -289,8 +289,13 @@ class _StepRunner:
         self._run(self._draw)
         self._exchange()
 
-    def finish(self) -> None:
-        """Share a failure in the last step's backward or optimizer step, which no later forward carries."""
+    def share_failure(self) -> None:
+        """Exchange failures now, outside a forward.
+
+        After the last step, whose backward or optimizer step no later forward follows; and after every step
+        with a grad scaler, because whether the scaler skipped the step decides the next collective, and a
+        rank that failed in its optimizer step never updated its scaler.
+        """
         self._exchange()
 
     def _forward(self) -> tuple[torch.Tensor, float]:
@@ -427,6 +432,8 @@ def _sweep_loop(
                 set_sweep_lr(optimizer, lr, weights)
                 scale = scaler.get_scale() if scaler is not None else 0.0
                 loss = step()
+                if scaler is not None:
+                    runner.share_failure()
                 if scaler is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                     skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                     continue
@@ -434,7 +441,7 @@ def _sweep_loop(
                 if on_step is not None:
                     on_step(k, lr, loss, recorder.smoothed[-1])
                 k += 1
-            runner.finish()
+            runner.share_failure()
     except BaseException as exc:
         at = runner.failed_at if exc is runner.failure else runner.step_index
         _note_where(exc, trainer, at, float(lrs[at]))

@@ -149,8 +149,13 @@ class Data(pl.LightningDataModule):
             "",
             "--data: building Data from {} raised FileNotFoundError: no dataset at /no/such/dataset",
         ),
+        (  # a TypeError raised inside the constructor is its failure, not a bad config
+            ["--model", "lrsweep_broken:Net", "--data", "lightning_lrsweep.demo:SpiralData"],
+            "model: {hidden: wide}",
+            "--model: building Net from {'hidden': 'wide'} raised TypeError: '<' not supported",
+        ),
     ],
-    ids=["model", "data"],
+    ids=["model", "data", "type_error_inside"],
 )
 def test_sweep_constructor_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, config, message):
     (tmp_path / "lrsweep_broken.py").write_text(BROKEN)
@@ -161,6 +166,7 @@ def test_sweep_constructor_errors_are_one_line(tmp_path, capsys, monkeypatch, ar
     err = capsys.readouterr().err
     assert err.startswith(f"lrsweep sweep: error: {message}") and err.rstrip().endswith("(rerun with --traceback)")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written for a run that never swept
     with pytest.raises(BuildError) as raised:  # --traceback: the constructor's own error, chained
         main([*command, "--traceback"])
-    assert isinstance(raised.value.__cause__, (ValueError, FileNotFoundError))
+    assert isinstance(raised.value.__cause__, (ValueError, FileNotFoundError, TypeError))

@@ -155,6 +155,12 @@ def test_warnings_come_from_rank_zero_only(ddp_run):
         ("raises_moving_first_batch", "RuntimeError: boom on rank 1 in on_after_batch_transfer", 0),
         ("raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its gradient all-reduce
         ("raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
+        # with a grad scaler that skips that step on rank 0 (infinite gradients) but not on the failed rank 1
+        (
+            "raises_in_last_optimizer_step_the_scaler_skips",
+            "RuntimeError: boom on rank 1 in on_before_optimizer_step",
+            4,
+        ),
     ],
 )
 def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run, scenario, cause, step):
@@ -164,6 +170,7 @@ def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run, 
     assert any(f"step {step}," in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
     assert first["error"]["type"] == "SweepStepError"  # ...and rank 0 says which rank raised what
     assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
+    assert f"(at sweep step {step})" in first["error"]["text"]  # where rank 1 failed, not where rank 0 learned it
     for rank in (first, second):
         assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
 

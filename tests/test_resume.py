@@ -173,3 +173,17 @@ def test_two_instances_differing_only_in_retune_settings_restore_their_own_histo
     run([a2, b2], epochs=2, ckpt_path=tmp_path / "last.ckpt")
     assert summary(a2.history) == summary(a.history)
     assert summary(b2.history) == summary(b.history)
+
+
+def test_resuming_with_settings_that_change_the_state_key_warns_that_the_history_is_gone(tmp_path):
+    run(sweep(max_change=2.0), epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(max_change=3.0)  # another state_key: Lightning does not hand it the saved state
+    with pytest.warns(UserWarning, match="LRSweep resumes from .* without a saved history"):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [2]  # epoch 0 not restored, not re-run; epoch 2 re-tuned
+
+
+def test_resuming_with_the_same_settings_does_not_warn(tmp_path, recwarn):
+    run(sweep(), epochs=2, ckpt_dir=tmp_path)
+    run(sweep(), epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert not [w for w in recwarn if "without a saved history" in str(w.message)]

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 from models import Classifier, blobs, loader, trainer  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
@@ -43,7 +44,8 @@ def global_rank() -> int:
 class Recording(Classifier):
     """Records every loss ``training_step`` computes on this rank; optionally NaN at the n-th call.
 
-    With ``raise_in``, rank ``on_rank`` raises at the ``raise_at``-th call of that hook.
+    With ``raise_in``, rank ``on_rank`` raises at the ``raise_at``-th call of that hook. With ``inf_grad_at``,
+    every rank's gradients are infinite at that call of ``training_step`` (a grad scaler then skips the step).
     """
 
     def __init__(
@@ -53,9 +55,11 @@ class Recording(Classifier):
         raise_in: str = "training_step",
         raise_at: int | None = None,
         on_rank: int = 1,
+        inf_grad_at: int | None = None,
     ):
         super().__init__(lr=lr)
         self.nan_at, self.raise_in, self.raise_at, self.on_rank = nan_at, raise_in, raise_at, on_rank
+        self.inf_grad_at = inf_grad_at
         self.calls: int = 0
         self.hook_calls: Counter[str] = Counter()
         self.losses: list[float] = []
@@ -71,6 +75,8 @@ class Recording(Classifier):
         loss = super().training_step(batch, batch_idx)
         if self.global_rank == self.on_rank and self.calls == self.nan_at:
             loss = loss * float("nan")
+        if self.calls == self.inf_grad_at:
+            loss.register_hook(lambda grad: grad * float("inf"))
         self.losses.append(float(loss.detach()))
         return loss
 
@@ -218,17 +224,24 @@ def bit_for_bit(strategy: str, out: Path, rank: int) -> dict[str, Any]:
 
 
 def one_rank_raises(
-    strategy: str, raise_in: str = "training_step", raise_at: int = 3, num_steps: int = 10
+    strategy: str,
+    raise_in: str = "training_step",
+    raise_at: int = 3,
+    num_steps: int = 10,
+    inf_grad_at: int | None = None,
 ) -> dict[str, Any]:
     """Rank 1 raises in ``raise_in`` at its ``raise_at``-th call: every rank must stop, restore, and say which raised.
 
     ``raise_in="dataset"``: rank 1's dataset raises reading its ``raise_at``-th batch (``num_workers=0``).
+    ``inf_grad_at``: fp16 mixed precision with a grad scaler, and infinite gradients at that step, so the
+    scaler of every rank but the failed one skips it.
     """
     seed_everything(5)
-    model = Recording(lr=0.01, raise_in=raise_in, raise_at=raise_at)
+    model = Recording(lr=0.01, raise_in=raise_in, raise_at=raise_at, inf_grad_at=inf_grad_at)
     data = DataLoader(UnreadableOnRank(raise_at), batch_size=32, shuffle=True) if raise_in == "dataset" else loader()
     before = weights(model)
-    t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=num_steps)])
+    scaled = {"plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]} if inf_grad_at else {}
+    t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=num_steps)], **scaled)
     try:
         t.fit(model, data)
         error = None
@@ -293,6 +306,9 @@ SCENARIOS = {
     "raises_in_backward": partial(one_rank_raises, raise_in="backward", raise_at=3),
     "raises_in_last_optimizer_step": partial(
         one_rank_raises, raise_in="on_before_optimizer_step", raise_at=5, num_steps=5
+    ),
+    "raises_in_last_optimizer_step_the_scaler_skips": partial(
+        one_rank_raises, raise_in="on_before_optimizer_step", raise_at=5, num_steps=5, inf_grad_at=5
     ),
 }
 
