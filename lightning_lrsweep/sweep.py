@@ -337,14 +337,15 @@ class _StepRunner:
         """Forward and backward each micro-batch, then one optimizer step; a NaN skips the step on all ranks."""
         self.optimizer.zero_grad()
         total = 0.0
+        block_sync = getattr(self.strategy, "block_backward_sync", nullcontext)
         for micro in range(self.accumulate):
-            loss, mean = self._forward()
-            total += mean / self.accumulate
-            if not math.isfinite(mean):
-                return mean
             last = micro == self.accumulate - 1
-            block_sync = getattr(self.strategy, "block_backward_sync", nullcontext)
+            # DDP decides in the forward whether the backward syncs gradients: block both, as the training loop does
             with nullcontext() if last else block_sync():
+                loss, mean = self._forward()
+                total += mean / self.accumulate
+                if not math.isfinite(mean):
+                    return mean
                 self._backward(loss / self.accumulate)
         final = loss.detach()
         if self.failure is None:

@@ -112,6 +112,7 @@ def test_curve_is_the_mean_over_ranks_and_accumulated_micro_batches(ddp_run):
     assert first["curve"] == second["curve"]  # the same SweepResult on every rank
     steps = len(first["curve"]["lrs"])
     assert steps == 8
+    assert first["gradient_allreduces"] == second["gradient_allreduces"] == steps  # only the last micro-batch syncs
     own = [r["rank_losses"] for r in (first, second)]
     assert all(len(losses) == 2 * steps for losses in own)  # accumulate_grad_batches=2
     assert own[0] != own[1]  # each rank swept its own shard

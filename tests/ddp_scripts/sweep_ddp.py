@@ -23,7 +23,9 @@ import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from models import Classifier, blobs, loader, trainer  # noqa: E402
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from lightning_lrsweep import LRSweep, LRSweepTuner  # noqa: E402
@@ -128,7 +130,7 @@ class CloseProcessGroup(Callback):
         close_process_group()
 
 
-def ddp_trainer(strategy: str, **kwargs: Any) -> Any:
+def ddp_trainer(strategy: Any, **kwargs: Any) -> Any:
     kwargs.setdefault("devices", 2)
     if strategy == "ddp_spawn":
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), CloseProcessGroup()]
@@ -161,14 +163,39 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+class CountGradientAllReduces(Callback):
+    """Counts DDP's gradient all-reduces, through a communication hook that runs the default one.
+
+    (Lightning registers ``ddp_comm_hook`` only on CUDA, so this registers it on the wrapped model itself.)
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        trainer.strategy.model.register_comm_hook(None, self._hook)
+
+    def _hook(self, state, bucket):  # type: ignore[no-untyped-def]  # DDP rejects a non-GradBucket annotation
+        self.calls += 1
+        return default_hooks.allreduce_hook(None, bucket)
+
+
 def tuner_curve(strategy: str) -> dict[str, Any]:
-    """One tuner sweep with gradient accumulation: the curve against this rank's own losses."""
+    """One tuner sweep with gradient accumulation: the curve against this rank's own losses, and how many
+    gradient all-reduces DDP ran (accumulated micro-batches should not sync)."""
     seed_everything(1)
     model = Recording(lr=0.01)
     before = weights(model)
-    t = ddp_trainer(strategy, accumulate_grad_batches=2)
+    counter = CountGradientAllReduces()
+    ddp = DDPStrategy(bucket_cap_mb=100)  # the whole model in one bucket: one all-reduce per synced backward
+    t = ddp_trainer(ddp, accumulate_grad_batches=2, callbacks=[counter])
     result = LRSweepTuner(t).sweep(model, loader(), num_steps=8, early_stop_threshold=None, max_lr=1.0)
-    return {"curve": curve(result), "rank_losses": model.losses, "restored": same(before, weights(model))}
+    return {
+        "curve": curve(result),
+        "rank_losses": model.losses,
+        "restored": same(before, weights(model)),
+        "gradient_allreduces": counter.calls,
+    }
 
 
 def one_rank_nan(strategy: str) -> dict[str, Any]:
