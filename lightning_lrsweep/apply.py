@@ -6,6 +6,7 @@ optimizer state (moments, momentum) is left alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,11 @@ def get_lr_attr(pl_module: pl.LightningModule, attr_name: str) -> float:
 def set_lr_attr(pl_module: pl.LightningModule, attr_name: str, lr: float) -> None:
     """Set the LR attribute everywhere it lives (module, hparams, datamodule)."""
     lightning_setattr(pl_module, attr_name, lr)
+
+
+def is_usable_lr(lr: float) -> bool:
+    """Finite and > 0: an LR that a sweep can sweep around and that other LRs can be scaled relative to."""
+    return math.isfinite(lr) and lr > 0
 
 
 def base_lrs(optimizer: Optimizer) -> list[float]:

@@ -20,6 +20,7 @@ from lightning_lrsweep.apply import (
     base_lrs,
     find_lr_attr,
     get_lr_attr,
+    is_usable_lr,
     reference_group,
     set_lr_attr,
 )
@@ -375,7 +376,7 @@ class LRSweep(Callback):
     def _fit_start_sweep(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         previous = self._attr_lr(pl_module, optimizer)
-        if not (math.isfinite(previous) and previous > 0):  # every group's LR is swept and moved relative to it
+        if not is_usable_lr(previous):  # every group's LR is swept and moved relative to it
             source = f"the LR attribute `{self._attr}`" if self._attr is not None else "the optimizer's LR"
             raise ValueError(
                 f"LRSweep needs a finite LR > 0 to sweep and scale from, but {source} of {type(pl_module).__name__} "
@@ -400,7 +401,7 @@ class LRSweep(Callback):
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
         current = float(optimizer.param_groups[reference_group(optimizer)]["lr"])
-        if not (current > 0 and math.isfinite(current)):
+        if not is_usable_lr(current):
             # A re-tune moves the LR by a factor of it, and sweeps a window around it: at 0 neither exists.
             rank_zero_warn(
                 f"LRSweep skipped the re-tune at epoch {trainer.current_epoch}: the optimizer's LR is {current:g} "

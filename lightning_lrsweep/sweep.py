@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from lightning_lrsweep.apply import base_lrs, group_weights, reference_group, set_sweep_lr
+from lightning_lrsweep.apply import base_lrs, group_weights, is_usable_lr, reference_group, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
@@ -382,7 +382,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | 
     pl_module = trainer.lightning_module
     optimizer = only_optimizer(trainer, config.optimizer_idx)
     reference = base_lrs(optimizer)[reference_group(optimizer)]
-    if not (math.isfinite(reference) and reference > 0):  # the groups are swept at their ratios to it
+    if not is_usable_lr(reference):  # the groups are swept at their ratios to it
         raise ValueError(
             f"The LR sweep needs an optimizer LR > 0 to keep the param groups' ratios, but the largest base LR "
             f"is {reference!r}. Start from any positive LR (e.g. 1e-3): a sweep's suggestion replaces it."
