@@ -260,8 +260,11 @@ class LRSweep(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._enabled:
-            return
+        if self._enabled and not trainer.strategy.restore_checkpoint_after_setup:
+            self._start(trainer, pl_module)
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resume the history, or run the fit-start sweep: once the checkpoint (if any) has been restored."""
         only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
         resuming = trainer.ckpt_path is not None
         if resuming and not self._state_loaded:
@@ -281,6 +284,8 @@ class LRSweep(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._enabled and trainer.strategy.restore_checkpoint_after_setup:
+            self._start(trainer, pl_module)  # e.g. ModelParallelStrategy restores a checkpoint after `on_fit_start`
         # Lightning logs the constructor's hparams after `on_fit_start`: log them again with the tuned LR.
         if self._enabled and self.history:
             log_hparams(trainer, self._attr, self.history[-1].base_lr)

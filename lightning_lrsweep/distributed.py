@@ -1,8 +1,11 @@
-"""What the sweep needs from distributed training: strategies it refuses, and results sent home from ``ddp_spawn``.
+"""What the sweep needs from distributed training: strategies it refuses, replicas, and ``ddp_spawn`` results.
 
-Under data-parallel strategies (``ddp``, ``ddp_spawn``, multi-node) the engine needs nothing from here: every
-rank holds the whole model, so each rank snapshots and restores its own copy, and one all-reduce per step makes
-the curve and the stop decision the same everywhere (see :mod:`lightning_lrsweep.sweep`).
+Under data-parallel strategies (``ddp``, ``ddp_spawn``, multi-node) every rank holds the whole model, so each
+rank snapshots and restores its own copy, and one all-reduce per step makes the curve and the stop decision the
+same everywhere (see :mod:`lightning_lrsweep.sweep`). Under ``ModelParallelStrategy`` (FSDP2's ``fully_shard``,
+tensor parallelism, or both on a 2-D mesh) each rank snapshots and restores its own *shards*, which is as exact
+and needs no communication; the loss is averaged over data-parallel replicas, since the tensor-parallel ranks
+of one replica compute the loss of the same batch.
 """
 
 from __future__ import annotations
@@ -16,30 +19,44 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.pytorch.strategies import ModelParallelStrategy, Strategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel")
-"""Strategy class names (parts of) that shard parameters or optimizer state across ranks."""
+_REFUSED = ("FSDP", "DeepSpeed")
+"""Strategy class names (parts of) that Lightning runs on CUDA only, where the sweep has not been tested."""
 
 
 def check_strategy(trainer: pl.Trainer) -> None:
-    """Refuse strategies that shard the model or optimizer state, before any step runs.
+    """Refuse FSDP1 (``FSDPStrategy``) and DeepSpeed, before any step runs.
 
-    A sweep keeps an in-memory copy of parameters and optimizer state and restores it afterwards; with
-    sharded state (FSDP, DeepSpeed ZeRO, model parallel) each rank holds only a piece, so that copy and the
-    restore are not guaranteed to be exact.
+    Lightning runs both only on CUDA, so their shards' snapshot and restore could not be tested here.
+    ``ModelParallelStrategy`` with ``fully_shard`` shards the same way (FSDP2) and is supported.
 
     Raises:
-        ValueError: the trainer's strategy shards parameters or optimizer state.
+        ValueError: the trainer's strategy is ``FSDPStrategy`` or a DeepSpeed strategy.
     """
-    name = type(trainer.strategy).__name__
-    if any(part in name for part in _SHARDED):
+    strategy = trainer.strategy
+    name = type(strategy).__name__
+    if not isinstance(strategy, ModelParallelStrategy) and any(part in name for part in _REFUSED):
         raise ValueError(
-            f"LRSweep does not support `{name}`: it shards parameters or optimizer state across ranks, and a "
-            "sweep must copy and restore them exactly. Supported: one device, `strategy='ddp'` (also with "
-            "`num_nodes>1`, torchrun, SLURM) and `strategy='ddp_spawn'`. Run the sweep under DDP with the same "
-            "global batch size, then train with the LR it suggests."
+            f"LRSweep does not support `{name}`: Lightning runs it on CUDA only, and the sweep's exact copy and "
+            "restore of sharded state is tested with `ModelParallelStrategy`. To shard, use "
+            "`strategy=ModelParallelStrategy()` and apply `fully_shard` (FSDP2) in `configure_model`; also "
+            "supported: one device, `strategy='ddp'` (also with `num_nodes>1`, torchrun, SLURM) and "
+            "`strategy='ddp_spawn'`."
         )
+
+
+def data_parallel_replicas(strategy: Strategy, world_size: int) -> tuple[int, bool]:
+    """How many data-parallel replicas there are, and whether this rank's loss stands for its replica.
+
+    Under ``ModelParallelStrategy`` the ranks of one ``tensor_parallel`` group see the same batch and compute
+    the same loss: the first of them counts it. Under every other strategy each rank is its own replica.
+    """
+    if isinstance(strategy, ModelParallelStrategy):
+        mesh = strategy.device_mesh
+        return mesh["data_parallel"].size(), mesh["tensor_parallel"].get_local_rank() == 0
+    return world_size, True
 
 
 class SpawnReturn:

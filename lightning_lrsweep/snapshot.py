@@ -4,6 +4,10 @@ A sweep trains for real; this module makes that invisible. It keeps parameters, 
 buffers, optimizer state and param groups, LR scheduler state, the AMP grad scaler, module train/eval
 modes, torchmetrics states, the global RNGs, and the ``torch.Generator`` objects that data loaders
 draw their shuffle order from.
+
+Sharded tensors (``DTensor``, as FSDP2's ``fully_shard`` and tensor parallelism make them) are copied as
+this rank's local shard only: no rank gathers or sends anything, and each keeps ``1/world_size`` of a
+fully sharded model.
 """
 
 from __future__ import annotations
@@ -19,18 +23,39 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover - torch built without torch.distributed
+    DTensor = None  # type: ignore[assignment,misc]
+
+
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank stores: a ``DTensor``'s local shard (the live storage, not a copy), else the tensor."""
+    if DTensor is not None and isinstance(tensor, DTensor):
+        return tensor._local_tensor
+    return tensor
+
 
 class _Saved:
-    """A tensor copy that remembers the device it came from."""
+    """A copy of a tensor's local part that remembers its device and, for a ``DTensor``, its layout."""
 
-    __slots__ = ("device", "tensor")
+    __slots__ = ("device", "layout", "tensor")
 
     def __init__(self, tensor: torch.Tensor, device: torch.device | str | None) -> None:
-        self.device = tensor.device
-        self.tensor = tensor.detach().to(device=device or tensor.device, copy=True)
+        local = local_part(tensor)
+        self.layout: tuple[Any, ...] | None = None
+        if local is not tensor:
+            self.layout = (tensor.device_mesh, tensor.placements, tensor.shape, tensor.stride())  # type: ignore[attr-defined]
+        self.device = local.device
+        self.tensor = local.detach().to(device=device or local.device, copy=True)
 
     def get(self) -> torch.Tensor:
-        return self.tensor.to(self.device, copy=True)
+        """A fresh copy on the original device; a ``DTensor`` again (no communication) if it was one."""
+        local = self.tensor.to(self.device, copy=True)
+        if self.layout is None:
+            return local
+        mesh, placements, shape, stride = self.layout
+        return DTensor.from_local(local, mesh, placements, run_check=False, shape=shape, stride=stride)
 
 
 def _copy_tree(value: Any, device: torch.device | str | None) -> Any:
@@ -42,6 +67,17 @@ def _copy_tree(value: Any, device: torch.device | str | None) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_copy_tree(v, device) for v in value)
     return copy.deepcopy(value)
+
+
+def _tree_nbytes(saved: Any) -> int:
+    """Bytes of the tensors held in what :func:`_copy_tree` copied."""
+    if isinstance(saved, _Saved):
+        return saved.tensor.nbytes
+    if isinstance(saved, dict):
+        return sum(_tree_nbytes(v) for v in saved.values())
+    if isinstance(saved, list | tuple):
+        return sum(_tree_nbytes(v) for v in saved)
+    return 0
 
 
 def _restore_tree(saved: Any) -> Any:
@@ -175,11 +211,18 @@ class Snapshot:
         names = [*metric._defaults, *(f for f in _METRIC_FIELDS if hasattr(metric, f))]
         return {name: _copy_tree(getattr(metric, name), self.device) for name in names}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for parameters, buffers, gradients and optimizer state (of a sharded tensor: its local shard)."""
+        held = [saved for _, saved in self.tensors] + [grad for _, grad in self.grads]
+        held += [state for _, (state, _) in self.optimizers]
+        return _tree_nbytes(held)
+
     @torch.no_grad()
     def restore(self) -> None:
         """Put every captured value back in place; object identities (params, groups) are kept."""
         for tensor, saved in self.tensors:
-            tensor.copy_(saved.tensor)
+            local_part(tensor).copy_(saved.tensor)
         for param, grad in self.grads:
             param.grad = _restore_tree(grad)
         for module, training in self.modes:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from lightning_lrsweep.apply import base_lrs, group_weights, is_usable_lr, reference_group, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.distributed import data_parallel_replicas
 from lightning_lrsweep.result import SweepResult
 from lightning_lrsweep.schedule import lr_schedule
 from lightning_lrsweep.smoothing import BiasCorrectedEMA
@@ -211,6 +212,7 @@ class _StepRunner:
     def __init__(self, trainer: pl.Trainer, optimizer: Optimizer, batches: Iterator[Any]) -> None:
         self.strategy, self.optimizer, self.batches = trainer.strategy, optimizer, batches
         self.world_size, self.global_rank = trainer.world_size, trainer.global_rank
+        self.replicas, self.counts_loss = data_parallel_replicas(trainer.strategy, trainer.world_size)
         self.accumulate = max(1, int(trainer.accumulate_grad_batches))
         self.batch: Any = None
         self.batch_idx = 0
@@ -257,11 +259,13 @@ class _StepRunner:
     def _exchange(self, loss: torch.Tensor | None = None) -> tuple[float, float]:
         """The sweep's one all-reduce per micro-batch: which ranks failed, which have a loss, and the loss sum.
 
+        The sum counts each data-parallel replica once (see :func:`data_parallel_replicas`).
+
         Raises:
             Exception: this rank's own failure, or :class:`SweepStepError` if another rank failed.
         """
         mine = loss if self.failure is None else None  # a failed rank's loss does not count
-        value = float(mine.detach().float().mean()) if mine is not None else 0.0
+        value = float(mine.detach().float().mean()) if mine is not None and self.counts_loss else 0.0
         stats = torch.tensor([float(self.failure is not None), float(mine is not None), value], dtype=torch.float64)
         failures, with_loss, total = self.strategy.reduce(stats.to(self.strategy.root_device), reduce_op="sum").tolist()
         if failures:
@@ -312,7 +316,7 @@ class _StepRunner:
             with_loss, total = self._exchange(loss)
             if with_loss == self.world_size:
                 assert loss is not None
-                return loss, total / self.world_size
+                return loss, total / self.replicas
         raise ValueError(
             f"`training_step` returned no loss for {MAX_EMPTY_STEPS} batches in a row during the LR sweep; "
             "return the loss tensor (or a dict with a 'loss' key)."

@@ -1,4 +1,5 @@
-"""Sweeps under DDP for real: 2 CPU processes (gloo) with ``ddp``, ``ddp_spawn`` and 2 nodes under torchrun.
+"""Sweeps under DDP and ModelParallelStrategy for real: 2 CPU processes (gloo) with ``ddp``, ``ddp_spawn``,
+FSDP2 and tensor parallel, and 2 nodes under torchrun.
 
 Lightning's ``ddp`` launcher re-runs the *script* in the other ranks, which cannot be pytest itself, so each
 fixture runs ``ddp_scripts/sweep_ddp.py`` in a subprocess (with a timeout: a hang fails instead of blocking)
@@ -27,6 +28,7 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).resolve().parent / "ddp_scripts" / "sweep_ddp.py"
+FSDP_SCRIPT = SCRIPT.with_name("sweep_fsdp.py")
 _LAUNCH_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR")
 _LAUNCH_VARS += ("MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "PL_GLOBAL_SEED")
 
@@ -100,6 +102,13 @@ def multinode_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     ]
     _launch(*nodes, timeout=150)
     return _ranks(out, "multinode")
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    out = tmp_path_factory.mktemp("fsdp")
+    _launch([sys.executable, str(FSDP_SCRIPT), str(out)], timeout=240)
+    return _ranks(out, "fsdp"), out
 
 
 def _losses(curve: dict) -> list[float]:
@@ -213,3 +222,109 @@ def test_two_nodes_under_torchrun_record_the_same_curve_and_end_with_the_same_lr
     final = first["history"][-1]["applied"]
     assert first["lrs"] == second["lrs"] == [final]
     assert first["hparams_lr"] == second["hparams_lr"] == final
+
+
+def test_two_nodes_under_torchrun_with_fsdp2_record_the_same_curve_and_end_with_the_same_lr(multinode_run):
+    first, second = (r["fsdp2"] for r in multinode_run)
+    assert first["data_parallel_size"] == second["data_parallel_size"] == 2
+    assert first["history"] == second["history"] and len(first["history"]) == 2
+    final = first["history"][-1]["applied"]
+    assert first["lrs"] == second["lrs"] == [final]
+    assert first["hparams_lr"] == second["hparams_lr"] == final
+
+
+# -- ModelParallelStrategy: FSDP2 (data_parallel_size=2) and tensor parallel (tensor_parallel_size=2) --------------
+
+
+@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
+def test_sharded_fit_with_sweeps_equals_a_plain_fit_bit_for_bit_on_every_rank_shards(fsdp_run, layout):
+    ranks, out = fsdp_run
+    first, second = (r[f"{layout}_bit_for_bit"] for r in ranks)
+    assert first["param_types"] == ["DTensor"]
+    assert first["history"] == second["history"]
+    assert [(r["kind"], r["applied"]) for r in first["history"]] == [("fit_start", 0.02)] + [("retune", 0.02)] * 2
+    saved = [torch.load(out / f"{layout}_shards_{rank}.pt") for rank in (0, 1)]
+    for shards in saved:
+        assert shards["plain"].keys() == shards["swept"].keys()
+        assert any(k.endswith("exp_avg_sq") for k in shards["swept"])  # Adam's state is compared too
+        different = [k for k in shards["plain"] if not torch.equal(shards["plain"][k], shards["swept"][k])]
+        assert not different, f"tensors differ: {different}"
+    # each rank holds a part: the output layer's 3 rows split 2 + 1 (FSDP2), the hidden layer's 64 split 32 + 32
+    rows = [shards["swept"]["net.0.weight"].shape[0] for shards in saved]
+    assert rows == [32, 32]
+    if layout == "fsdp2":
+        assert [shards["swept"]["net.2.weight"].shape[0] for shards in saved] == [2, 1]
+
+
+@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
+def test_snapshot_holds_only_this_rank_shards(fsdp_run, layout):
+    ranks, _ = fsdp_run
+    sizes = [r[f"{layout}_bit_for_bit"]["snapshot_sizes"] for r in ranks]
+    full = sizes[0]["params_grads_adam"]  # the whole model's parameters, gradients and Adam moments
+    assert all(size["snapshot"] < 0.6 * full for size in sizes)
+    # together the ranks hold the model once, plus Adam's step counters (and, under TP, the replicated output bias)
+    assert full <= sum(size["snapshot"] for size in sizes) <= 1.02 * full
+
+
+def test_fsdp2_tuner_curve_is_the_mean_over_data_parallel_ranks(fsdp_run):
+    ranks, _ = fsdp_run
+    first, second = (r["fsdp2_tuner"] for r in ranks)
+    assert first["curve"] == second["curve"] and first["suggestion"] == second["suggestion"]
+    own = [r["rank_losses"] for r in (first, second)]
+    assert len(own[0]) == len(own[1]) == 8 and own[0] != own[1]  # each rank swept its own batches
+    assert _losses(first["curve"]) == pytest.approx([(a + b) / 2 for a, b in zip(*own, strict=True)], rel=1e-9)
+    assert first["optimizer_state_empty"] and second["optimizer_state_empty"]
+
+
+def test_tensor_parallel_tuner_counts_the_one_replica_once(fsdp_run):
+    ranks, _ = fsdp_run
+    first, second = (r["tp_tuner"] for r in ranks)
+    assert first["rank_losses"] == second["rank_losses"]  # both tensor-parallel ranks computed the same batch's loss
+    assert _losses(first["curve"]) == first["rank_losses"] == _losses(second["curve"])
+    assert first["suggestion"] == second["suggestion"] is not None
+
+
+def test_fsdp2_retune_restores_every_rank_shards_and_adam_state(fsdp_run):
+    ranks, _ = fsdp_run
+    for rank in ranks:
+        assert rank["restores_shards"] == {"retunes": [1], "restored": True, "has_adam_state": True}
+
+
+def test_fsdp2_one_rank_nan_stops_every_rank_at_the_same_step(fsdp_run):
+    ranks, _ = fsdp_run
+    first, second = (r["one_rank_nan"] for r in ranks)
+    assert first == second
+    losses = _losses(first["curve"])
+    assert first["curve"]["stop_reason"] == "non_finite"
+    assert len(losses) == 4 and math.isnan(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
+
+
+@pytest.mark.parametrize(
+    ("scenario", "cause", "step"),
+    [
+        ("raises_after_forward", "RuntimeError: boom on rank 1 in training_step", 2),
+        ("raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its reduce-scatter
+        ("raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
+    ],
+)
+def test_fsdp2_one_rank_raising_stops_every_rank_and_restores_its_shards(fsdp_run, scenario, cause, step):
+    ranks, _ = fsdp_run
+    first, second = (r[scenario] for r in ranks)
+    assert second["error"]["text"].startswith(cause)
+    assert first["error"]["type"] == "SweepStepError"
+    assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
+    assert f"(at sweep step {step})" in first["error"]["text"]
+    for rank in (first, second):
+        assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
+
+
+def test_fsdp2_resume_from_a_distributed_checkpoint_retunes_on_the_same_schedule(fsdp_run):
+    ranks, _ = fsdp_run
+    for rank in ranks:
+        resume = rank["resume"]
+        assert resume["checkpoint_is_a_directory"]
+        assert [(r["epoch"], r["kind"]) for r in resume["straight"]] == [(0, "fit_start"), (1, "retune"), (2, "retune")]
+        assert resume["resumed"] == resume["straight"]  # the loaded history, then the same epoch-2 re-tune
+        assert resume["resumed_training_steps"] == 6 + 4  # that re-tune and epoch 2's batches: no fit-start sweep
+        assert resume["hparams_lr"][0] == resume["hparams_lr"][1] == resume["straight"][-1]["applied"]
+        assert resume["same_shards"]

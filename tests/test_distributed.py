@@ -5,7 +5,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 from models import Classifier, assert_same_state, loader, state, trainer
 
 from lightning_lrsweep import LRSweep, LRSweepTuner
@@ -16,16 +16,20 @@ class DeepSpeedStrategy(SingleDeviceStrategy):
     """Stands in for Lightning's DeepSpeedStrategy (not installed): refused by its class name."""
 
 
-def test_fsdp_is_refused_with_what_is_supported():
-    with pytest.raises(ValueError, match=r"does not support `FSDPStrategy`.*Supported: one device, `strategy='ddp'`"):
+def test_fsdp1_is_refused_naming_model_parallel_with_fully_shard():
+    with pytest.raises(ValueError, match=r"does not support `FSDPStrategy`.*ModelParallelStrategy.*`fully_shard`"):
         check_strategy(SimpleNamespace(strategy=FSDPStrategy()))
+
+
+def test_model_parallel_strategy_is_accepted():
+    check_strategy(SimpleNamespace(strategy=ModelParallelStrategy()))  # FSDP2 / tensor parallel: tests/test_ddp.py
 
 
 def test_deepspeed_is_refused_by_the_callback_before_any_step():
     model = Classifier()
     before = state(model)
     t = trainer(strategy=DeepSpeedStrategy(device="cpu"), callbacks=[LRSweep(num_steps=10)])
-    with pytest.raises(ValueError, match="does not support `DeepSpeedStrategy`"):
+    with pytest.raises(ValueError, match="does not support `DeepSpeedStrategy`.*ModelParallelStrategy"):
         t.fit(model, loader())
     assert t.global_step == 0
     assert_same_state(before, state(model))

@@ -18,6 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the models helper
 
+import sweep_fsdp  # noqa: E402  (this script's folder is on the path)
 import torch  # noqa: E402
 import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
@@ -320,6 +321,7 @@ def multinode(out: Path) -> dict[str, Any]:
         "history": [{"curve": curve(r.result), "applied": r.applied_lr} for r in sweep.history],
         "lrs": lrs_of(t),
         "hparams_lr": float(model.hparams.lr),
+        "fsdp2": sweep_fsdp.multinode(),
     }
 
 
