@@ -7,7 +7,8 @@ Memory: the bytes a :class:`~lightning_lrsweep.snapshot.Snapshot` holds on each 
 gradients and Adam moments all exist), against the whole model's parameters + gradients + optimizer state; a
 sharded snapshot should hold ``1/world_size`` of it. Time: a sweep step (``LRSweepTuner.sweep``, snapshot and
 restore included) against a plain FSDP2 training step, alternating plain fits and sweeps in one run on the same
-2 processes (median of 3 each). The script runs itself on 2 processes; each rank writes its figures to a file.
+2 processes (median of ``--repeats`` each). The script runs itself on 2 processes; each rank writes its figures
+to a file.
 """
 
 from __future__ import annotations
@@ -129,10 +130,11 @@ def measure_rank(steps: int, width: int, repeats: int = 3) -> dict[str, Any]:
     return {"plain_s": statistics.median(plain), "sweep_s": statistics.median(swept), "memory": memory}
 
 
-def measure(steps: int, width: int) -> dict[str, Any]:
+def measure(steps: int, width: int, repeats: int = 3) -> dict[str, Any]:
     """This script again on 2 processes under ``ModelParallelStrategy``; what each rank measured."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--steps", str(steps), "--width", str(width), "--rank-out", tmp]
+        cmd = [sys.executable, __file__, "--steps", str(steps), "--width", str(width), "--repeats", str(repeats)]
+        cmd += ["--rank-out", tmp]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True)
         ranks = [json.loads((Path(tmp) / f"rank_{rank}.json").read_text()) for rank in (0, 1)]
     return {"ranks": ranks}
@@ -142,14 +144,14 @@ def run(cache: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
     """The report's FSDP2 rows, cached like every other benchmark run."""
     from benchmarks.peers import ours_fingerprint
 
-    steps, width = (8, 64) if cfg.quick else (40, 512)
-    key = {"task": "fsdp2_mlp", "steps": steps, "width": width, "package": ours_fingerprint()}
+    steps, width, repeats = (8, 64, 1) if cfg.quick else (40, 512, 3)
+    key = {"task": "fsdp2_mlp", "steps": steps, "width": width, "repeats": repeats, "package": ours_fingerprint()}
 
     def fn() -> dict[str, Any]:
         log(f"[fsdp] snapshot bytes and sweep step vs plain FSDP2 step, 2 processes ({steps} steps, width {width})")
-        return measure(steps, width)
+        return measure(steps, width, repeats)
 
-    return {**cache.get("fsdp", key, fn), "steps": steps, "width": width}
+    return {**cache.get("fsdp", key, fn), "steps": steps, "width": width, "repeats": repeats}
 
 
 def summary(res: dict[str, Any]) -> dict[str, float]:
@@ -188,8 +190,8 @@ def render(res: dict[str, Any]) -> str:
         f"against the whole model's parameters + gradients + Adam state ({full / 1e6:.3f} MB); the goal is "
         f"1/2 within 5%: **{memory_goal}** (largest share {s['max_share']:.3f}). Time: a sweep step "
         "(`LRSweepTuner.sweep`, snapshot and restore included) against a plain FSDP2 training step, "
-        f"{res['steps']} steps each, plain fits and sweeps alternating in one run, median of 3; the goal is "
-        f"≤ 1.10: **{time_goal}** (largest ratio {s['max_ratio']:.2f}). On this shared 2-core machine the "
+        f"{res['steps']} steps each, plain fits and sweeps alternating in one run, median of {res['repeats']}; "
+        f"the goal is ≤ 1.10: **{time_goal}** (largest ratio {s['max_ratio']:.2f}). On this shared 2-core machine the "
         "two processes compete with each other and with other jobs, so step times swing with the load.\n\n"
         + table(["rank", "snapshot MB", "÷ full state", "plain ms / step", "sweep ms / step", "sweep ÷ plain"], rows)
         + "\n"
@@ -200,17 +202,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rank-out", help=argparse.SUPPRESS)  # set when this script runs on the 2 processes
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core per process
     if args.rank_out:
-        measured = measure_rank(args.steps, args.width)
+        measured = measure_rank(args.steps, args.width, args.repeats)
         rank = torch.distributed.get_rank()
         (Path(args.rank_out) / f"rank_{rank}.json").write_text(json.dumps(measured))
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()  # a gloo group alive at exit can abort the process
         return
-    res = measure(args.steps, args.width)
+    res = measure(args.steps, args.width, args.repeats)
     s = summary(res)
     print(f"full model parameters + gradients + Adam state: {s['full_bytes'] / 1e6:.3f} MB")
     for i, r in enumerate(res["ranks"]):

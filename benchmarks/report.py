@@ -350,6 +350,10 @@ def render(
         from benchmarks import window
 
         parts.append(window.render(results["window"]))
+    if "fsdp" in results:
+        from benchmarks import fsdp_cost
+
+        parts.append(fsdp_cost.render(results["fsdp"]))
     readme = out_dir / "README.md"
     readme.write_text("\n".join(parts))
     return readme

@@ -16,7 +16,7 @@ from benchmarks.common import Config, RunCache, quiet
 from benchmarks.tasks import TASKS
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("quality", "cost", "ddp", "retune", "window")
+SECTIONS = ("quality", "cost", "ddp", "retune", "window", "fsdp")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> Path:
         from benchmarks import window
 
         results["window"] = window.run(cache, tasks, cfg, log=log)
+    if "fsdp" in only:
+        from benchmarks import fsdp_cost
+
+        results["fsdp"] = fsdp_cost.run(cache, cfg, log=log)
 
     from benchmarks import report
 

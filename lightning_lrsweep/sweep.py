@@ -267,7 +267,13 @@ class _StepRunner:
         mine = loss if self.failure is None else None  # a failed rank's loss does not count
         value = float(mine.detach().float().mean()) if mine is not None and self.counts_loss else 0.0
         stats = torch.tensor([float(self.failure is not None), float(mine is not None), value], dtype=torch.float64)
-        failures, with_loss, total = self.strategy.reduce(stats.to(self.strategy.root_device), reduce_op="sum").tolist()
+        try:
+            reduced = self.strategy.reduce(stats.to(self.strategy.root_device), reduce_op="sum")
+        except Exception as exc:  # e.g. timed out: another rank waits in a collective this rank's failure skipped
+            if self.failure is not None:
+                raise self.failure from exc
+            raise
+        failures, with_loss, total = reduced.tolist()
         if failures:
             self._raise_together()
         return with_loss, total

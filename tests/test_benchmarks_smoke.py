@@ -35,6 +35,7 @@ def test_benchmark_quick_one_task(tmp_path):
     assert "ours: minimum" in readme
     assert "### Fine-tuning" in readme
     assert "## Re-tune stability to the window" in readme
+    assert "## Sweep cost under FSDP2" in readme
     assert (out / "figures" / "quality_spiral_mlp_sgd.png").exists()
     results = json.loads((runs / "quick" / "results.json").read_text())
     q = results["quality"]["tasks"]["spiral_mlp_sgd"]

@@ -107,8 +107,15 @@ def multinode_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
     out = tmp_path_factory.mktemp("fsdp")
-    _launch([sys.executable, str(FSDP_SCRIPT), str(out)], timeout=240)
+    _launch([sys.executable, str(FSDP_SCRIPT), "fsdp", str(out)], timeout=240)
     return _ranks(out, "fsdp"), out
+
+
+@pytest.fixture(scope="module")
+def mesh2d_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    out = tmp_path_factory.mktemp("mesh2d")
+    _launch([sys.executable, str(FSDP_SCRIPT), "2d", str(out)], timeout=240)
+    return _ranks(out, "2d", n=4), out
 
 
 def _losses(curve: dict) -> list[float]:
@@ -243,12 +250,9 @@ def test_sharded_fit_with_sweeps_equals_a_plain_fit_bit_for_bit_on_every_rank_sh
     assert first["param_types"] == ["DTensor"]
     assert first["history"] == second["history"]
     assert [(r["kind"], r["applied"]) for r in first["history"]] == [("fit_start", 0.02)] + [("retune", 0.02)] * 2
+    for rank in (0, 1):
+        _assert_shards_equal(out / f"{layout}_shards_{rank}.pt")
     saved = [torch.load(out / f"{layout}_shards_{rank}.pt") for rank in (0, 1)]
-    for shards in saved:
-        assert shards["plain"].keys() == shards["swept"].keys()
-        assert any(k.endswith("exp_avg_sq") for k in shards["swept"])  # Adam's state is compared too
-        different = [k for k in shards["plain"] if not torch.equal(shards["plain"][k], shards["swept"][k])]
-        assert not different, f"tensors differ: {different}"
     # each rank holds a part: the output layer's 3 rows split 2 + 1 (FSDP2), the hidden layer's 64 split 32 + 32
     rows = [shards["swept"]["net.0.weight"].shape[0] for shards in saved]
     assert rows == [32, 32]
@@ -264,6 +268,14 @@ def test_snapshot_holds_only_this_rank_shards(fsdp_run, layout):
     assert all(size["snapshot"] < 0.6 * full for size in sizes)
     # together the ranks hold the model once, plus Adam's step counters (and, under TP, the replicated output bias)
     assert full <= sum(size["snapshot"] for size in sizes) <= 1.02 * full
+
+
+def _assert_shards_equal(path: Path) -> None:
+    shards = torch.load(path)
+    assert shards["plain"].keys() == shards["swept"].keys()
+    assert any(k.endswith("exp_avg_sq") for k in shards["swept"])  # Adam's state is compared too
+    different = [k for k in shards["plain"] if not torch.equal(shards["plain"][k], shards["swept"][k])]
+    assert not different, f"tensors differ: {different}"
 
 
 def test_fsdp2_tuner_curve_is_the_mean_over_data_parallel_ranks(fsdp_run):
@@ -328,3 +340,14 @@ def test_fsdp2_resume_from_a_distributed_checkpoint_retunes_on_the_same_schedule
         assert resume["resumed_training_steps"] == 6 + 4  # that re-tune and epoch 2's batches: no fit-start sweep
         assert resume["hparams_lr"][0] == resume["hparams_lr"][1] == resume["straight"][-1]["applied"]
         assert resume["same_shards"]
+
+
+def test_a_2x2_data_by_tensor_mesh_counts_each_replica_once(mesh2d_run):
+    ranks, _ = mesh2d_run
+    curves = [r["tuner"]["curve"] for r in ranks]
+    assert all(c == curves[0] for c in curves)
+    losses = [r["tuner"]["rank_losses"] for r in ranks]
+    replicas = [losses[0], next(x for x in losses if x != losses[0])]
+    assert sorted(map(tuple, losses)) == sorted(map(tuple, replicas * 2))  # two replicas, two tensor ranks each
+    assert _losses(curves[0]) == pytest.approx([(a + b) / 2 for a, b in zip(*replicas, strict=True)], rel=1e-9)
+    assert all(r["tuner"]["optimizer_state_empty"] for r in ranks)

@@ -1,8 +1,8 @@
-"""Scenarios run under ``ModelParallelStrategy`` (2 CPU processes, gloo): FSDP2, tensor parallel, resume.
+"""Scenarios run under ``ModelParallelStrategy`` (CPU processes, gloo): FSDP2, tensor parallel, resume, 2-D mesh.
 
 Every rank dumps what it saw into OUT (JSON, and its local shards as ``.pt``) for tests/test_ddp.py.
 
-Usage: python tests/ddp_scripts/sweep_fsdp.py OUT
+Usage: python tests/ddp_scripts/sweep_fsdp.py fsdp|2d OUT   (fsdp: 2 processes; 2d: 4, a 2 x 2 data x tensor mesh)
 """
 
 from __future__ import annotations
@@ -95,13 +95,11 @@ class ShardedMLP(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def strategy(tp: bool = False) -> ModelParallelStrategy:
-    return ModelParallelStrategy(data_parallel_size=1 if tp else 2, tensor_parallel_size=2 if tp else 1)
-
-
-def sharded_trainer(tp: bool = False, **kwargs: Any) -> pl.Trainer:
-    kwargs.setdefault("devices", 2)
-    return trainer(accelerator="cpu", strategy=strategy(tp), **kwargs)
+def sharded_trainer(tp: bool = False, mesh2d: bool = False, **kwargs: Any) -> pl.Trainer:
+    """2 processes, FSDP2 (``data_parallel_size=2``) or tensor parallel (``tp``); or 4 on a 2 x 2 mesh (``mesh2d``)."""
+    data, tensor = (2, 2) if mesh2d else (1, 2) if tp else (2, 1)
+    strategy = ModelParallelStrategy(data_parallel_size=data, tensor_parallel_size=tensor)
+    return trainer(accelerator="cpu", devices=data * tensor, strategy=strategy, **kwargs)
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -176,11 +174,11 @@ def bit_for_bit(out: Path, rank: int, tp: bool) -> dict[str, Any]:
     }
 
 
-def tuner_curve(tp: bool) -> dict[str, Any]:
+def tuner_curve(tp: bool = False, mesh2d: bool = False) -> dict[str, Any]:
     """One tuner sweep: the curve against this rank's own losses; the shards and optimizer untouched."""
     seed_everything(1)
     model = ShardedMLP(lr=0.01)
-    t = sharded_trainer(tp)
+    t = sharded_trainer(tp, mesh2d)
     result = LRSweepTuner(t).sweep(model, loader(), num_steps=8, early_stop_threshold=None, max_lr=1.0)
     return {
         "curve": curve(result),
@@ -298,23 +296,26 @@ def multinode() -> dict[str, Any]:
 
 
 def main() -> None:
-    out = Path(sys.argv[1])
+    mode, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
-    report = {
-        "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
-        "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
-        "fsdp2_tuner": tuner_curve(tp=False),
-        "tp_tuner": tuner_curve(tp=True),
-        "restores_shards": restores_shards(),
-        "one_rank_nan": one_rank_nan(),
-        "raises_after_forward": one_rank_raises("training_step", raise_at=3),
-        "raises_in_backward": one_rank_raises("backward", raise_at=3),
-        "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
-        "resume": resume(out),
-    }
-    (out / f"fsdp_rank_{rank}.json").write_text(json.dumps(report, indent=1))
+    if mode == "2d":
+        report = {"tuner": tuner_curve(mesh2d=True)}
+    else:
+        report = {
+            "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
+            "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
+            "fsdp2_tuner": tuner_curve(tp=False),
+            "tp_tuner": tuner_curve(tp=True),
+            "restores_shards": restores_shards(),
+            "one_rank_nan": one_rank_nan(),
+            "raises_after_forward": one_rank_raises("training_step", raise_at=3),
+            "raises_in_backward": one_rank_raises("backward", raise_at=3),
+            "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
+            "resume": resume(out),
+        }
+    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
