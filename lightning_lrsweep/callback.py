@@ -143,8 +143,8 @@ class LRSweep(Callback):
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer, a strategy that
-            shards parameters or optimizer state such as FSDP or DeepSpeed).
+            (raised before any training step: no LR attribute, not exactly one optimizer, `FSDPStrategy` or
+            DeepSpeed; shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
 
     Examples:
         >>> from lightning.pytorch import Trainer

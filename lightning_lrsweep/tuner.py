@@ -98,8 +98,8 @@ class LRSweepTuner:
 
         Raises:
             TypeError: an unknown sweep argument.
-            ValueError: an argument out of range, a model the sweep cannot run on, or a strategy that shards
-                parameters or optimizer state (FSDP, DeepSpeed).
+            ValueError: an argument out of range, a model the sweep cannot run on, or `FSDPStrategy` or
+                DeepSpeed (shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
         """
         config = SweepConfig(**sweep_args)
         trainer = self.trainer
