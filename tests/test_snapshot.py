@@ -59,3 +59,13 @@ def test_empty_optimizer_state_is_empty_again():
     opt.step()
     snap.restore()
     assert len(opt.state) == 0
+
+
+def test_nbytes_counts_params_buffers_grads_and_optimizer_state():
+    model = nn.Linear(4, 2)  # 10 float32 parameters
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    assert Snapshot(model, [opt], []).nbytes == 10 * 4  # no gradients, no Adam state yet
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    step_counters = sum(s["step"].nbytes for s in opt.state.values())
+    assert Snapshot(model, [opt], []).nbytes == 4 * 10 * 4 + step_counters  # params, grads, exp_avg, exp_avg_sq
