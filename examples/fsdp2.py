@@ -40,7 +40,7 @@ class ShardedNet(LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)  # built after configure_model
 
 
-def main() -> None:
+def main() -> LRSweep:
     seed_everything(0)
     sweep = LRSweep(num_steps=20 if SMOKE else 100, every_n_epochs=2)  # fit-start sweep, re-tune every 2 epochs
     trainer = Trainer(
@@ -58,6 +58,7 @@ def main() -> None:
     if trainer.is_global_zero:
         applied = [f"{r.applied_lr:.3g}" for r in sweep.history if r.applied_lr is not None]
         print(f"rank 0: {len(sweep.history)} sweeps, LRs applied {applied}; training ended at {model.hparams.lr:.3g}")
+    return sweep
 
 
 if __name__ == "__main__":

@@ -342,6 +342,13 @@ def test_fsdp2_resume_from_a_distributed_checkpoint_retunes_on_the_same_schedule
         assert resume["same_shards"]
 
 
+def test_the_fsdp2_example_runs_and_every_rank_applies_the_same_lr(fsdp_run):
+    ranks, _ = fsdp_run
+    first, second = (r["example"]["history"] for r in ranks)
+    assert first == second and [r["kind"] for r in first] == ["fit_start"]
+    assert first[0]["applied"] is not None and first[0]["applied"] != 1e-3
+
+
 def test_a_2x2_data_by_tensor_mesh_counts_each_replica_once(mesh2d_run):
     ranks, _ = mesh2d_run
     curves = [r["tuner"]["curve"] for r in ranks]

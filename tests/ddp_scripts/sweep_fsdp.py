@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import runpy
 import sys
 import traceback
 from pathlib import Path
@@ -272,6 +273,14 @@ def resume(out: Path) -> dict[str, Any]:
     }
 
 
+def example() -> dict[str, Any]:
+    """``examples/fsdp2.py`` as written, on these 2 processes, on its smoke budget."""
+    os.environ["LRSWEEP_SMOKE"] = "1"
+    script = Path(__file__).resolve().parents[2] / "examples" / "fsdp2.py"
+    sweep = runpy.run_path(str(script), run_name="example")["main"]()
+    return {"history": history(sweep)}
+
+
 def multinode() -> dict[str, Any]:
     """Under torchrun, one process per node (``data_parallel_size`` = nodes): the curves and the LR each ends with."""
     seed_everything(7)
@@ -314,6 +323,7 @@ def main() -> None:
             "raises_in_backward": one_rank_raises("backward", raise_at=3),
             "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
             "resume": resume(out),
+            "example": example(),
         }
     (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
     if torch.distributed.is_initialized():
