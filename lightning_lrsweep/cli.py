@@ -45,7 +45,7 @@ JSONARGPARSE = RequirementCache("jsonargparse[signatures]>=4.27.7")  # what Ligh
 
 
 class UsageError(Exception):
-    """A bad argument or config, found before anything is built or swept: one line, exit status 2."""
+    """A bad argument or config, found before any sweep step: one line, exit status 2."""
 
 
 class BuildError(Exception):
@@ -303,18 +303,17 @@ def class_shortcuts(argv: list[str]) -> list[str]:
     i = 0
     while i < len(argv):
         flag, sep, value = argv[i].partition("=")
-        if flag in bases and not sep and i + 1 < len(argv):
-            value, i = argv[i + 1], i + 1
-        if flag in bases and CLASS_SHORTCUT.match(value) and not Path(value).exists():
+        taken = 2 if flag in bases and not sep and i + 1 < len(argv) else 1  # `--model X` or `--model=X`
+        if taken == 2:
+            value = argv[i + 1]
+        if flag in bases and (sep or taken == 2) and CLASS_SHORTCUT.match(value) and not Path(value).exists():
             cls = import_object(value, flag)
             if not (isinstance(cls, type) and issubclass(cls, bases[flag])):
                 raise UsageError(f"{flag} {value}: {cls!r} is not a {bases[flag].__name__} class")
             front.append(f"{flag}={cls.__module__}.{cls.__qualname__}")
-        elif flag in bases and not sep:
-            rest += [flag, value]
         else:
-            rest.append(argv[i])
-        i += 1
+            rest += argv[i : i + taken]
+        i += taken
     return front + rest
 
 

@@ -331,3 +331,15 @@ def test_the_example_script_sweeps_its_own_config(tmp_path, capsys):
     cli = cli_main([*args, "--trainer.logger=false", f"--out={tmp_path}"])
     assert cli.result is not None and len(cli.result.lrs) <= 20
     assert "* valley" in capsys.readouterr().out and (tmp_path / "lr_sweep.png").exists()
+
+
+def test_class_shortcuts_go_first_as_class_paths():
+    argv = ["--config", "cfg.yaml", "--model", "lightning_lrsweep.demo:SpiralNet", "--model.hidden", "3"]
+    argv += ["--data=lightning_lrsweep.demo.SpiralData", "--trainer.max_epochs=2"]
+    assert lrsweep_cli.class_shortcuts(argv) == [
+        "--model=lightning_lrsweep.demo.SpiralNet",
+        "--data=lightning_lrsweep.demo.SpiralData",
+        *["--config", "cfg.yaml", "--model.hidden", "3", "--trainer.max_epochs=2"],
+    ]
+    as_given = ["--model", '{"class_path": "lightning_lrsweep.demo.SpiralNet"}', "--data"]  # LightningCLI's forms
+    assert lrsweep_cli.class_shortcuts(as_given) == as_given
