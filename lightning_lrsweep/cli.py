@@ -372,6 +372,8 @@ def _sweep(argv: list[str]) -> int:
 def _flat(exc: BaseException) -> str:
     """The parser's message on one line: its details joined, jsonargparse's union bookkeeping left out."""
     text = str(exc)
+    if text == "the following arguments are required: model":
+        return "no model: pass --model PKG.MODULE:Class, or a --config whose `model:` section has a class_path"
     for key, base in (("model", "LightningModule"), ("data", "LightningDataModule")):
         if text.startswith(f'Parser key "{key}"') and f"class_path 'lightning.{base}'" in text:
             return f"the `{key}` section names no class: pass --{key} PKG.MODULE:Class, or set class_path in the config"

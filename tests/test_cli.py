@@ -224,6 +224,7 @@ def test_print_config_shows_the_sweep_section(project, capsys):
         (["--model", "lightning_lrsweep.demo:Nope"], "module 'lightning_lrsweep.demo' has no attribute 'Nope'"),
         (["--model", "lrsweep_user:Data"], "--model lrsweep_user:Data: <class 'lrsweep_user.Data'> is not a Lightn"),
         (["--data", "lrsweep_user:Net"], "is not a LightningDataModule class"),
+        ([], "no model: pass --model PKG.MODULE:Class, or a --config whose `model:` section has a class_path"),
         (["--config", "fixed.yaml"], "the `model` section names no class: pass --model PKG.MODULE:Class"),
         (["--config", "subclass.yaml", "--sweep.num_steps=2"], "sweep: `num_steps` must be an int >= 5, got 2."),
         (["--config", "subclass.yaml", "--sweep.num_steps=ten"], "key \"sweep.num_steps\": Expected a <class 'int'>"),
