@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lightning_lrsweep.result import SuggestionRule
+from lightning_lrsweep.result import SuggestionRule, SweepResult  # noqa: F401 (resolves the forward ref in SuggestionRule, for get_type_hints)
 from lightning_lrsweep.schedule import MODES
 from lightning_lrsweep.suggest import METHODS
 
