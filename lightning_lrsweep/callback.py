@@ -413,10 +413,11 @@ class LRSweep(Callback):
         with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
             result = run_sweep(trainer, config, on_step)
         decision = self._decide(result, current)
-        if decision.clamped:
+        if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
+            # a clamp of under 1% changes nothing a user would act on: no warning
             rank_zero_warn(
-                f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.3g}, "
-                f"clamped to {decision.lr:.3g} (at most {self.max_change:g}x per re-tune, `max_change`)."
+                f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.4g}, "
+                f"clamped to {decision.lr:.4g} (at most {self.max_change:g}x per re-tune, `max_change`)."
             )
         if decision.lr != current:
             self._apply(trainer, pl_module, current, decision.lr)
