@@ -220,6 +220,7 @@ class LRSweep(Callback):
         self._distance: float | None = None
         self._enabled = True
         self._restored_retunes: set[int] = set()
+        self._epochs_trained = 0
         self._state_loaded = False  # whether the last checkpoint held this instance's state
         self._returned = SpawnReturn()
 
@@ -292,6 +293,10 @@ class LRSweep(Callback):
         if self._enabled and self.should_retune(epoch) and not done:
             self._retune(trainer, pl_module)
 
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epochs_trained = trainer.current_epoch + 1  # what `plot_history` spans
+
     # -- checkpoint ----------------------------------------------------------------------------
 
     @property
@@ -356,7 +361,9 @@ class LRSweep(Callback):
         return history_frame(self.history)
 
     def plot_history(self, path: str | Path | None = None, fig: Figure | None = None) -> Figure:
-        """Every sweep's curve coloured by epoch, beside the LR applied at each sweep.
+        """Every sweep's curve (relative to its starting loss) coloured by epoch, beside the LR at each sweep.
+
+        The LR-per-epoch panel spans every epoch trained so far in this process.
 
         Args:
             path: also save the figure there.
@@ -369,7 +376,7 @@ class LRSweep(Callback):
         Raises:
             ValueError: no sweep has run yet.
         """
-        return plot_history(self.history, path, fig)
+        return plot_history(self.history, path, fig, epochs=self._epochs_trained)
 
     # -- what ----------------------------------------------------------------------------------
 
