@@ -79,7 +79,8 @@ class SweepResult:
     def __repr__(self) -> str:
         """One line: steps, LR range, how the sweep ended and its suggestion (the arrays: :meth:`to_pandas`)."""
         span = f"({self.lrs[0]:.3g}, {self.lrs[-1]:.3g})" if len(self.lrs) else "()"
-        found = f", suggestion={_format_lr(self.suggest().lr)}" if self.method in METHODS else ""
+        named = isinstance(self.method, str) and self.method in METHODS  # a callable is not run for a repr
+        found = f", suggestion={_format_lr(self.suggest().lr)}" if named else ""
         return (
             f"SweepResult(steps={len(self.lrs)}, lr_range={span}, stop_reason={self.stop_reason!r}, "
             f"method={rule_label(self.method)!r}{found})"
@@ -132,10 +133,10 @@ class SweepResult:
     def suggestion(self, method: SuggestionRule | None = None) -> float | None:
         """The suggested LR by ``method`` (default: the sweep's own), or ``None`` when the curve has no descent.
 
+        A ``None`` comes with a ``UserWarning`` giving the reason (:meth:`suggest` returns the reason quietly).
+
         Args:
             method: ``"valley"``, ``"steepest"``, ``"minimum"``, ``"sma_slope"`` or a callable taking this result.
-
-        A ``None`` comes with a ``UserWarning`` giving the reason (:meth:`suggest` returns the reason quietly).
         """
         outcome = self.suggest(method)
         if outcome.lr is None:
