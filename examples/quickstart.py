@@ -1,6 +1,7 @@
 """Quickstart: find the LR at fit start, then train with it.
 
-Run: python examples/quickstart.py   (LRSWEEP_SMOKE=1 for a few-second smoke run)
+Run: python examples/quickstart.py
+LRSWEEP_SMOKE=1: a smoke run of 7-20 s on a 2-core CPU, about half of it importing Lightning and torch.
 """
 
 import os

@@ -220,6 +220,7 @@ class LRSweep(Callback):
         self._distance: float | None = None
         self._enabled = True
         self._restored_retunes: set[int] = set()
+        self._epochs_trained = 0
         self._state_loaded = False  # whether the last checkpoint held this instance's state
         self._returned = SpawnReturn()
 
@@ -297,6 +298,10 @@ class LRSweep(Callback):
         if self._enabled and self.should_retune(epoch) and not done:
             self._retune(trainer, pl_module)
 
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epochs_trained = trainer.current_epoch + 1  # what `plot_history` spans
+
     # -- checkpoint ----------------------------------------------------------------------------
 
     @property
@@ -361,7 +366,9 @@ class LRSweep(Callback):
         return history_frame(self.history)
 
     def plot_history(self, path: str | Path | None = None, fig: Figure | None = None) -> Figure:
-        """Every sweep's curve coloured by epoch, beside the LR applied at each sweep.
+        """Every sweep's curve (relative to its starting loss) coloured by epoch, beside the LR at each sweep.
+
+        The LR-per-epoch panel spans every epoch trained so far in this process.
 
         Args:
             path: also save the figure there.
@@ -374,7 +381,7 @@ class LRSweep(Callback):
         Raises:
             ValueError: no sweep has run yet.
         """
-        return plot_history(self.history, path, fig)
+        return plot_history(self.history, path, fig, epochs=self._epochs_trained)
 
     # -- what ----------------------------------------------------------------------------------
 
@@ -418,10 +425,11 @@ class LRSweep(Callback):
         with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
             result = run_sweep(trainer, config, on_step)
         decision = self._decide(result, current)
-        if decision.clamped:
+        if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
+            # a clamp of under 1% changes nothing a user would act on: no warning
             rank_zero_warn(
-                f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.3g}, "
-                f"clamped to {decision.lr:.3g} (at most {self.max_change:g}x per re-tune, `max_change`)."
+                f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.4g}, "
+                f"clamped to {decision.lr:.4g} (at most {self.max_change:g}x per re-tune, `max_change`)."
             )
         if decision.lr != current:
             self._apply(trainer, pl_module, current, decision.lr)

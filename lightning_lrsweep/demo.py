@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 from lightning_lrsweep.callback import LRSweep
-from lightning_lrsweep.reporting import marked_lr
+from lightning_lrsweep.history import SweepRecord
+from lightning_lrsweep.reporting import current_lr, marked_lr
 from lightning_lrsweep.result import writable_dir
 
 
@@ -80,8 +83,81 @@ class SpiralNet(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"], momentum=0.9)
 
 
-def run_demo(out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, quiet: bool = False) -> LRSweep:
-    """Fit SpiralNet with ``LRSweep(every_n_epochs=1)``; print each sweep and write its curve (CSV, PNG).
+class ShowSweeps(Callback):
+    """Print each sweep of an ``LRSweep`` as it ends, save its curve, and print each epoch's validation accuracy.
+
+    Place it after the ``LRSweep`` in the callbacks list, so its hooks run after the sweep's.
+
+    Args:
+        sweep: the callback whose history to show.
+        out: the folder for each sweep's CSV and PNG.
+    """
+
+    def __init__(self, sweep: LRSweep, out: Path) -> None:
+        self.sweep, self.out = sweep, out
+        self.shown = 0
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._show_new(trainer)
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._show_new(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if "val_acc" in trainer.callback_metrics:
+            _say(
+                trainer,
+                f"epoch {trainer.current_epoch}  trained: val_acc {float(trainer.callback_metrics['val_acc']):.3f}",
+            )
+
+    def _show_new(self, trainer: pl.Trainer) -> None:
+        for record in self.sweep.history[self.shown :]:
+            lr, label = marked_lr(record)
+            record.result.save(self.out, stem=f"epoch={record.epoch}", mark=lr, mark_label=label)
+            _say(trainer, sweep_line(record))
+        self.shown = len(self.sweep.history)
+
+
+def sweep_line(record: SweepRecord) -> str:
+    """One sweep as the demo prints it: where, how long, why it stopped, what it suggested and what training uses.
+
+    Examples:
+        ``epoch 1  retune    sweep:  40 steps, stopped by num_steps; suggested 0.337, LR 0.115 -> 0.23 (…)``
+    """
+    suggested = f"{record.suggested_lr:.3g}" if record.suggested_lr is not None else "none"
+    return (
+        f"epoch {record.epoch}  {record.kind:<9} sweep: {len(record.result.lrs):>3} steps, stopped by "
+        f"{record.result.stop_reason}; suggested {suggested}, LR {record.previous_lr:.3g} -> {current_lr(record):.3g} "
+        f"({record.reason})"
+    )
+
+
+def _say(trainer: pl.Trainer, text: str) -> None:
+    """Print above the progress bar when there is one (a plain ``print`` would break its line)."""
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, TQDMProgressBar):
+        bar.print(text)
+    else:
+        print(text, flush=True)
+
+
+def run_demo(
+    out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, quiet: bool = False, n: int = 2048
+) -> LRSweep:
+    """Fit SpiralNet with ``LRSweep(every_n_epochs=1)``, printing each sweep as it ends and saving its curve.
+
+    Training shows Lightning's progress bar, and each sweep its own; each sweep's CSV and PNG are written as it
+    ends, ``history.png`` at the end.
+
+    Args:
+        out: the folder for the curves.
+        epochs: epochs to train.
+        seed: the random seed.
+        quiet: hide Lightning's info lines and a deprecation warning it raises on newer torch.
+        n: training samples.
 
     Returns:
         The callback, whose ``history`` holds every sweep.
@@ -93,32 +169,33 @@ def run_demo(out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, qu
     pl.seed_everything(seed, verbose=False)
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    train = DataLoader(spirals(seed=seed), batch_size=64, shuffle=True)
+    train = DataLoader(spirals(n, seed=seed), batch_size=64, shuffle=True)
     val = DataLoader(spirals(512, seed=seed + 1), batch_size=256)
     sweep = LRSweep(every_n_epochs=1)
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=epochs,
-        callbacks=[sweep],
+        callbacks=[sweep, ShowSweeps(sweep, out)],
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
         enable_model_summary=False,
     )
-    model = SpiralNet()
-    trainer.fit(model, train, val)
-    print(f"{'epoch':>5}  {'kind':<9}  {'steps':>5}  {'stopped by':<10}  {'suggested':>9}  {'applied':>9}")
-    for record in sweep.history:
-        stem = f"epoch={record.epoch}"
-        lr, label = marked_lr(record)
-        record.result.save(out, stem=stem, mark=lr, mark_label=label)
-        suggested = f"{record.suggested_lr:.3g}" if record.suggested_lr is not None else "none"
-        applied = f"{record.applied_lr:.3g}" if record.applied_lr is not None else "kept"
-        print(
-            f"{record.epoch:>5}  {record.kind:<9}  {len(record.result.lrs):>5}  {record.result.stop_reason:<10}  "
-            f"{suggested:>9}  {applied:>9}"
-        )
+    print(
+        f"Fitting a small MLP on {n} 2-D spirals for {epochs} epochs with LRSweep(every_n_epochs=1): an LR range "
+        f"test at fit start, a re-tune at each later epoch start. Each sweep is printed as it ends; its curve "
+        f"(CSV, PNG) goes to {out}/.",
+        flush=True,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the MLP is too small to gain from intra-op threads; on a busy CPU they cost 6x
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, on torch >= 2.10: not ours
+            trainer.fit(SpiralNet(), train, val)
+    finally:
+        torch.set_num_threads(threads)
     from matplotlib.figure import Figure
 
     sweep.plot_history(out / "history.png", fig=Figure(figsize=(11, 4)))  # not pyplot's: nothing left open

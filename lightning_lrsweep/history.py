@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lightning_lrsweep.result import SuggestionRule, SweepResult
-from lightning_lrsweep.suggest import METHODS
+from lightning_lrsweep.suggest import METHODS, MIN_POINTS, start_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,6 +106,9 @@ def record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> 
     )
 
 
+BLOW_UP_RATIO = 4.0
+"""The history plot's y-axis shows curves up to this many times their starting loss (the classic stop threshold)."""
+
 FRAME_COLUMNS = (
     "epoch",
     "kind",
@@ -159,8 +162,29 @@ def lr_per_epoch(history: Sequence[SweepRecord]) -> tuple[np.ndarray, np.ndarray
     return epochs, lrs
 
 
-def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None, fig: Figure | None = None) -> Figure:
-    """Every sweep's smoothed loss-vs-LR curve, coloured by epoch, beside the LR applied at each sweep.
+def relative_curve(result: SweepResult) -> tuple[np.ndarray, np.ndarray]:
+    """A sweep's centred loss divided by the loss it started from, against LR (empty when too short to read).
+
+    Mid-training losses are a fraction of the fit-start one: on one absolute axis the re-tunes' curves lie
+    flat near zero. Relative to its own start, every curve starts at 1, and where it climbs back above 1 is
+    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggest.start_level`).
+    """
+    curve = result.curve
+    if len(curve.lrs) < MIN_POINTS:
+        return curve.lrs[:0], curve.smoothed[:0]
+    start = start_level(curve).start
+    if not (np.isfinite(start) and start > 0):
+        return curve.lrs[:0], curve.smoothed[:0]
+    return curve.lrs, curve.smoothed / start
+
+
+def plot_history(
+    history: Sequence[SweepRecord],
+    path: str | Path | None = None,
+    fig: Figure | None = None,
+    epochs: int | None = None,
+) -> Figure:
+    """Every sweep's loss-vs-LR curve relative to its starting loss, coloured by epoch, beside the LR per epoch.
 
     Args:
         history: the records, as in ``LRSweep.history``.
@@ -168,6 +192,8 @@ def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None,
         fig: an empty figure to draw on, e.g. a plain ``matplotlib.figure.Figure(figsize=(11, 4))`` that
             pyplot never sees; by default a new pyplot figure, so it shows in notebooks and on ``plt.show()``
             (the backend is never switched).
+        epochs: the epochs the run trained, so the LR-per-epoch panel spans the whole run (at least up to the
+            epoch after the last sweep).
 
     Returns:
         The figure (two axes: curves, LR per epoch).
@@ -185,30 +211,37 @@ def plot_history(history: Sequence[SweepRecord], path: str | Path | None = None,
 
         fig = plt.figure(figsize=(11, 4))
     curves, per_epoch = fig.subplots(1, 2)
-    last_epoch = max(r.epoch for r in history)
-    norm = colors.Normalize(vmin=0, vmax=max(last_epoch, 1))
+    end = max(max(r.epoch for r in history) + 1, epochs or 0)
+    norm = colors.Normalize(vmin=0, vmax=max(end - 1, 1))
     cmap = matplotlib.colormaps["viridis"]
     low, high = np.inf, -np.inf
+    curves.axhline(1.0, color="0.6", lw=0.8)
     for record in history:
-        curve = record.result.curve
-        if len(curve.lrs) == 0:
+        lrs, relative = relative_curve(record.result)
+        if len(lrs) == 0:
             continue
-        curves.plot(curve.lrs, curve.smoothed, color=cmap(norm(record.epoch)), lw=1.5)
+        curves.plot(lrs, relative, color=cmap(norm(record.epoch)), lw=1.5)
         lr = record.applied_lr if record.applied_lr is not None else record.previous_lr
         curves.axvline(lr, color=cmap(norm(record.epoch)), ls=":", lw=0.8)
-        low = min(low, float(np.min(curve.smoothed)))
-        high = max(high, float(np.percentile(curve.smoothed, 90)))
-    if np.isfinite(low) and np.isfinite(high) and high > low:
-        curves.set_ylim(low - 0.05 * (high - low), high + 0.1 * (high - low))
+        low = min(low, float(np.min(relative)))
+        high = max(high, float(np.percentile(relative, 90)))
+    if np.isfinite(low) and np.isfinite(high) and high > low > 0:
+        curves.set_yscale("log")  # a ratio: halving and doubling look alike
+        curves.set_ylim(low / 1.1, min(high, BLOW_UP_RATIO) * 1.1)
+        curves.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    curves.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))
+    curves.yaxis.set_minor_formatter(ticker.NullFormatter())
     curves.set_xscale("log")
     curves.set_xlabel("learning rate")
-    curves.set_ylabel("smoothed training loss")
+    curves.set_ylabel("centred loss ÷ the sweep's starting loss")
     curves.set_title("sweep curves (dotted: LR applied)")
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=curves, label="epoch")
 
-    epochs, lrs = lr_per_epoch(history)
-    per_epoch.step(np.append(epochs, last_epoch + 1), np.append(lrs, lrs[-1]), where="post", color="C0")
-    per_epoch.scatter(epochs, lrs, c=[cmap(norm(e)) for e in epochs], zorder=3)
+    sweep_epochs, lrs = lr_per_epoch(history)
+    per_epoch.step(np.append(sweep_epochs, end), np.append(lrs, lrs[-1]), where="post", color="C0")
+    per_epoch.scatter(sweep_epochs, lrs, c=[cmap(norm(e)) for e in sweep_epochs], zorder=3)
+    per_epoch.set_xlim(-0.2, end + 0.2)
+    per_epoch.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     if lrs.max() / lrs.min() >= 10:  # a log axis only where it spans a decade; readable ticks either way
         per_epoch.set_yscale("log")
     per_epoch.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:.3g}"))

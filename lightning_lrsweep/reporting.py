@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_lrsweep.result import rule_label
 from lightning_lrsweep.sweep import StepCallback
 
 if TYPE_CHECKING:
@@ -146,15 +147,18 @@ def current_lr(record: SweepRecord) -> float:
     return record.applied_lr if record.applied_lr is not None else record.previous_lr
 
 
-def marked_lr(record: SweepRecord) -> tuple[float | None, str]:
-    """The LR a sweep's plots mark, and its label: a re-tune's suggestion is not what its rule applied.
+def marked_lr(record: SweepRecord) -> tuple[float, str]:
+    """The LR a sweep's plots mark, and its label: the LR training continues with, and whether it was applied.
 
-    At fit start the suggestion is what was applied (``None``: the plot marks the suggestion itself); a
-    re-tune marks the LR training continues with.
+    One LR per picture: at fit start the applied LR is the suggestion, labelled with its rule (``"applied LR
+    (valley suggestion)"``), or the kept LR when there was none; a re-tune's own suggestion is not what its
+    rule applied, so it marks ``"applied LR"`` or ``"kept LR"``.
     """
-    if record.kind != "retune":
-        return None, "suggestion"
     moved = record.applied_lr is not None and record.applied_lr != record.previous_lr
+    if record.kind != "retune":
+        if record.applied_lr is None:
+            return record.previous_lr, "kept LR (no suggestion)"
+        return record.applied_lr, f"applied LR ({rule_label(record.result.method)} suggestion)"
     return current_lr(record), "applied LR" if moved else "kept LR"
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +11,23 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from lightning_lrsweep.suggest import Curve, Suggestion, default_window, rate_of_change, suggest, zero_lag_curve
+from lightning_lrsweep.suggest import (
+    EDGE_RELATIVE_TOLERANCE,
+    METHODS,
+    MIN_POINTS,
+    Curve,
+    Suggestion,
+    default_window,
+    rate_of_change,
+    start_level,
+    suggest,
+    zero_lag_curve,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-log = logging.getLogger(__name__)
 
 SuggestionRule = Union[str, Callable[["SweepResult"], Union[float, None]]]  # noqa: UP007 (runtime alias)
 
@@ -30,8 +39,9 @@ class SweepResult:
     Attributes:
         lrs: the LR of the reference param group at each recorded step (other groups keep their ratio).
         losses: the training loss at each step (mean over ranks and accumulated micro-batches).
-        smoothed_losses: the bias-corrected EMA of ``losses`` that the divergence stop used. The suggestion
-            rules read a centred (lag-free) average instead: see :attr:`curve`.
+        smoothed_losses: the bias-corrected EMA of ``losses`` that the divergence stop used (column ``ema_loss``
+            of :meth:`to_pandas`). It lags; the suggestion rules and the plots read a centred (lag-free) average
+            instead (:attr:`curve`, column ``centred_loss``).
         method: the suggestion rule :meth:`suggestion` uses by default.
         stop_reason: ``"diverged"`` (smoothed loss above threshold × best), ``"non_finite"`` (NaN/Inf loss)
             or ``"num_steps"`` (ran to the end without diverging).
@@ -66,6 +76,16 @@ class SweepResult:
         self.losses = np.asarray(self.losses, dtype=float)
         self.smoothed_losses = np.asarray(self.smoothed_losses, dtype=float)
 
+    def __repr__(self) -> str:
+        """One line: steps, LR range, how the sweep ended and its suggestion (the arrays: :meth:`to_pandas`)."""
+        span = f"({self.lrs[0]:.3g}, {self.lrs[-1]:.3g})" if len(self.lrs) else "()"
+        named = isinstance(self.method, str) and self.method in METHODS  # a callable is not run for a repr
+        found = f", suggestion={_format_lr(self.suggest().lr)}" if named else ""
+        return (
+            f"SweepResult(steps={len(self.lrs)}, lr_range={span}, stop_reason={self.stop_reason!r}, "
+            f"method={rule_label(self.method)!r}{found})"
+        )
+
     @property
     def curve(self) -> Curve:
         """The finite part of the curve, smoothed without lag, as the suggestion rules read it."""
@@ -78,13 +98,25 @@ class SweepResult:
 
     @property
     def note(self) -> str:
-        """How the sweep ended, in words; says so when no divergence was seen (the suggestion is then less sure)."""
+        """How the sweep ended, in words, read from the centred curve the suggestion reads.
+
+        When the sweep ran to ``num_steps`` it says whether the loss still rose clearly from its lowest point (the
+        stop rule reads a lagging EMA, so it can miss a late blow-up) or not (the suggestion is then less sure).
+        """
         if self.stop_reason == "num_steps":
+            if not len(self.lrs):
+                return "no steps recorded"
+            rise = _late_rise(self.curve)
+            if rise is not None:
+                low_lr, low, end = rise
+                return (
+                    f"ran all {len(self.lrs)} steps up to LR {self.lrs[-1]:.3g} without the divergence stop (it reads "
+                    f"a lagging EMA), but the centred loss rose from {low:.3g} at LR {low_lr:.3g} to {end:.3g}: the "
+                    "blow-up starts within the sweep"
+                )
             return (
                 f"no divergence seen up to LR {self.lrs[-1]:.3g} after {len(self.lrs)} steps: the suggestion comes "
                 "from the points available; raise `max_lr` or `num_steps` to see where the loss blows up"
-                if len(self.lrs)
-                else "no steps recorded"
             )
         if self.stop_reason == "non_finite":
             return f"stopped at step {len(self.lrs) - 1}: the loss became NaN/Inf at LR {self.lrs[-1]:.3g}"
@@ -101,12 +133,14 @@ class SweepResult:
     def suggestion(self, method: SuggestionRule | None = None) -> float | None:
         """The suggested LR by ``method`` (default: the sweep's own), or ``None`` when the curve has no descent.
 
+        A ``None`` comes with a ``UserWarning`` giving the reason (:meth:`suggest` returns the reason quietly).
+
         Args:
             method: ``"valley"``, ``"steepest"``, ``"minimum"``, ``"sma_slope"`` or a callable taking this result.
         """
         outcome = self.suggest(method)
         if outcome.lr is None:
-            log.info("No LR suggestion: %s.", outcome.reason)
+            warnings.warn(f"No LR suggestion: {outcome.reason}.", UserWarning, stacklevel=2)
         return outcome.lr
 
     def rate_of_change(self, window: int | None = None) -> np.ndarray:
@@ -114,37 +148,47 @@ class SweepResult:
         return rate_of_change(self.losses, window)
 
     def to_pandas(self) -> pd.DataFrame:
-        """One row per step: step, lr, loss, smoothed_loss, rate_of_change."""
+        """One row per step: step, lr, loss, ema_loss, centred_loss, rate_of_change.
+
+        ``ema_loss`` is :attr:`smoothed_losses`, the lagging EMA the divergence stop read. ``centred_loss`` is the
+        curve the suggestion rules read and :meth:`plot` draws (:attr:`curve`; ``NaN`` from the first non-finite
+        loss on). ``rate_of_change`` is what :meth:`plot_rate_of_change` draws.
+        """
         import pandas as pd
 
+        centred = np.full(len(self.lrs), np.nan)
+        smoothed = self.curve.smoothed
+        centred[: len(smoothed)] = smoothed
         return pd.DataFrame(
             {
                 "step": np.arange(len(self.lrs)),
                 "lr": self.lrs,
                 "loss": self.losses,
-                "smoothed_loss": self.smoothed_losses,
+                "ema_loss": self.smoothed_losses,
+                "centred_loss": centred,
                 "rate_of_change": self.rate_of_change(),
             }
         )
 
     def plot(
-        self, ax: Axes | None = None, suggest: bool = True, mark: float | None = None, mark_label: str = "suggestion"
+        self, ax: Axes | None = None, suggest: bool = True, mark: float | None = None, mark_label: str | None = None
     ) -> Axes:
-        """Loss (raw and smoothed) against LR on a log x-axis, with the suggestion (or ``mark``) marked.
+        """Loss (raw and centred) against LR on a log x-axis, with the sweep's suggestion (or ``mark``) marked.
 
         Args:
             ax: the axes to draw on; by default a new pyplot figure's, so it shows in notebooks and on
                 ``plt.show()`` (the backend is never switched). :meth:`figure` draws without pyplot.
             suggest: mark an LR at all.
             mark: the LR to mark instead of the suggestion (e.g. the LR a re-tune applied).
-            mark_label: the marked LR's legend label.
+            mark_label: the marked LR's legend label; by default ``"<method> suggestion"``.
         """
         ax = ax if ax is not None else _pyplot_axes()
         curve = self.curve
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
-        ax.plot(curve.lrs, curve.smoothed, color="C0", lw=2, label="smoothed loss (centred)")
+        ax.plot(curve.lrs, curve.smoothed, color="C0", lw=2, label="centred loss (the rules read it)")
         if suggest:
-            _mark(ax, curve.lrs, curve.smoothed, mark if mark is not None else self.suggest().lr, mark_label)
+            lr = mark if mark is not None else self.suggest().lr
+            _mark(ax, curve.lrs, curve.smoothed, lr, mark_label or f"{rule_label(self.method)} suggestion")
         ax.set_xscale("log" if self.mode == "exponential" else "linear")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("training loss")
@@ -158,12 +202,13 @@ class SweepResult:
         ax: Axes | None = None,
         suggest: bool = True,
         mark: float | None = None,
-        mark_label: str = "suggestion",
+        mark_label: str | None = None,
     ) -> Axes:
         """The loss's rate of change per step, smoothed by a simple moving average, against LR.
 
-        Its minimum is the ``"sma_slope"`` suggestion (where the loss falls fastest), marked unless ``mark``
-        is given. ``ax``, ``suggest``, ``mark`` and ``mark_label`` work as in :meth:`plot`.
+        Its minimum is the ``"sma_slope"`` suggestion (where the loss falls fastest), marked and labelled
+        ``"sma_slope suggestion"`` unless ``mark`` is given. ``ax``, ``suggest``, ``mark`` and ``mark_label`` work
+        as in :meth:`plot`.
         """
         ax = ax if ax is not None else _pyplot_axes()
         window = window or default_window(len(self.losses))
@@ -171,7 +216,8 @@ class SweepResult:
         ax.plot(self.lrs, roc, color="C1", lw=2, label=f"d loss / step (SMA {window})")
         ax.axhline(0.0, color="0.6", lw=0.8)
         if suggest:
-            _mark(ax, self.lrs, roc, mark if mark is not None else self.suggest("sma_slope").lr, mark_label)
+            lr = mark if mark is not None else self.suggest("sma_slope").lr
+            _mark(ax, self.lrs, roc, lr, mark_label or ("sma_slope suggestion" if mark is None else "marked LR"))
         ax.set_xscale("log" if self.mode == "exponential" else "linear")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("rate of change of the loss")
@@ -179,17 +225,20 @@ class SweepResult:
         ax.legend()
         return ax
 
-    def figure(self, mark: float | None = None, mark_label: str = "suggestion") -> Figure:
+    def figure(self, mark: float | None = None, mark_label: str | None = None) -> Figure:
         """Both plots side by side on a plain ``Figure``: pyplot never sees it, so nothing stays open.
 
-        ``mark`` and ``mark_label`` work as in :meth:`plot`; ``figure().savefig(path)`` writes it.
+        Both panels mark one LR, the sweep's suggestion (or ``mark``), with one label: ``mark`` and ``mark_label``
+        work as in :meth:`plot`. ``figure().savefig(path)`` writes it.
         """
         from matplotlib.figure import Figure
 
         fig = Figure(figsize=(11, 4))
         left, right = fig.subplots(1, 2)
-        self.plot(ax=left, mark=mark, mark_label=mark_label)
-        self.plot_rate_of_change(ax=right, mark=mark, mark_label=mark_label)
+        lr = mark if mark is not None else self.suggest().lr
+        label = mark_label or f"{rule_label(self.method)} suggestion"
+        self.plot(ax=left, suggest=lr is not None, mark=lr, mark_label=label)
+        self.plot_rate_of_change(ax=right, suggest=lr is not None, mark=lr, mark_label=label)
         fig.tight_layout()
         return fig
 
@@ -203,7 +252,7 @@ class SweepResult:
             ax.set_ylim(low - pad, high + pad)
 
     def save(
-        self, directory: str | Path, stem: str = "lr_sweep", mark: float | None = None, mark_label: str = "suggestion"
+        self, directory: str | Path, stem: str = "lr_sweep", mark: float | None = None, mark_label: str | None = None
     ) -> dict[str, Path]:
         """Write ``<stem>.csv`` (the DataFrame) and ``<stem>.png`` (:meth:`figure`) into ``directory``.
 
@@ -228,6 +277,31 @@ def writable_dir(directory: str | Path) -> Path:
     with tempfile.TemporaryFile(dir=directory):
         pass
     return directory
+
+
+def rule_label(rule: SuggestionRule) -> str:
+    """A rule as a label shows it: its name, or a callable's name."""
+    return rule if isinstance(rule, str) else getattr(rule, "__name__", "callable")
+
+
+def _format_lr(lr: float | None) -> str:
+    return "None" if lr is None else f"{lr:.3g}"
+
+
+def _late_rise(curve: Curve) -> tuple[float, float, float] | None:
+    """``(lr, loss)`` at the centred curve's lowest point and its last loss, if the loss rose clearly after it.
+
+    Clearly: by more than twice the raw loss's noise plus 5% of the starting loss (the stability edge's
+    tolerance, see :func:`~lightning_lrsweep.suggest.stability_edge`). ``None`` otherwise, or when the curve is
+    shorter than the rules need.
+    """
+    if len(curve.lrs) < MIN_POINTS:
+        return None
+    lowest = int(np.argmin(curve.smoothed))
+    level = start_level(curve)
+    tolerance = 2 * level.noise + EDGE_RELATIVE_TOLERANCE * abs(level.start)
+    low, end = float(curve.smoothed[lowest]), float(curve.smoothed[-1])
+    return (float(curve.lrs[lowest]), low, end) if end > low + tolerance else None
 
 
 def _pyplot_axes() -> Axes:

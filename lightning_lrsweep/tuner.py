@@ -11,13 +11,15 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities.exceptions import _TunerExitException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_lrsweep.callback import first_epoch_accumulation
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.reporting import sweep_progress
-from lightning_lrsweep.result import SweepResult
+from lightning_lrsweep.result import SweepResult, rule_label
+from lightning_lrsweep.snapshot import RNGState
 from lightning_lrsweep.sweep import run_sweep
 
 
@@ -62,11 +64,32 @@ def _without_loggers(trainer: pl.Trainer) -> Iterator[None]:
             callback.dirpath = dirpath
 
 
+def _announce(result: SweepResult) -> None:
+    """Say in one line what the sweep found, as Lightning's ``lr_find`` does; no suggestion: a warning with its reason.
+
+    For example: ``LRSweepTuner: suggested LR 0.0312 (valley) from 61 steps over LR 1e-07 to 0.82, stopped by
+    diverged; not applied (the model is unchanged).``
+    """
+    outcome = result.suggest()
+    if outcome.lr is None:
+        rank_zero_warn(f"LRSweepTuner found no LR suggestion: {outcome.reason} ({result.note}).")
+        return
+    rank_zero_info(
+        f"LRSweepTuner: suggested LR {outcome.lr:.3g} ({rule_label(result.method)}) from {len(result.lrs)} steps "
+        f"over LR {result.lrs[0]:.3g} to {result.lrs[-1]:.3g}, stopped by {result.stop_reason}; not applied (the "
+        "model is unchanged)."
+    )
+
+
 class LRSweepTuner:
     """Run one LR range test on a model and return the curve, without training it.
 
-    The model, optimizer and RNG states are left exactly as they were; the suggestion is not applied. The
-    trainer's loggers are set aside while it runs, so it logs nothing (no ``lightning_logs/version_N``).
+    The model, optimizer and RNG states are left exactly as they were; the suggestion is not applied, and one line
+    says what was found (a warning gives the reason when there is no suggestion). The global
+    RNGs are captured before the call and restored after it, also when it raises: building the data (a
+    ``random_split`` in ``setup()``, a shuffled loader) draws from them before the sweep's own snapshot, and a
+    later seeded ``fit`` must not see those draws. The trainer's loggers are set aside while it runs, so it logs
+    nothing (no ``lightning_logs/version_N``).
 
     Args:
         trainer: the trainer whose strategy, precision and accumulation settings the sweep uses.
@@ -106,10 +129,12 @@ class LRSweepTuner:
         check_strategy(trainer)
         probe = _SweepOnce(config)
         trainer.callbacks.append(probe)  # type: ignore[attr-defined]
+        rng = RNGState.capture()
         try:
             with _without_loggers(trainer):
                 trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
         finally:
+            rng.restore()
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
         launcher = trainer.strategy.launcher
@@ -118,4 +143,5 @@ class LRSweepTuner:
             launcher._already_fit = False  # nothing was trained: the next `fit` on this trainer may spawn again
         if probe.result is None:
             raise RuntimeError("The LR sweep did not run: the trainer ended `fit` before `on_fit_start`.")
+        _announce(probe.result)
         return probe.result

@@ -98,6 +98,19 @@ def test_retune_clamps_and_warns():
     assert model.hparams.lr == pytest.approx(0.1)
 
 
+def test_a_clamp_under_one_percent_is_applied_without_a_warning(recwarn):
+    sweep = LRSweep(
+        every_n_epochs=1,
+        num_steps=10,
+        retune_num_steps=10,
+        suggestion=lambda r: 0.05,
+        retune_suggestion=lambda r: 0.1009,  # 0.9% above what `max_change=2` allows from 0.05
+    )
+    fit([sweep], epochs=2)
+    assert sweep.history[1].applied_lr == pytest.approx(0.1)
+    assert not [w for w in recwarn if "clamped" in str(w.message)]
+
+
 def test_no_suggestion_keeps_the_lr_and_says_why():
     sweep = LRSweep(num_steps=10, suggestion=lambda r: None)
     with pytest.warns(UserWarning, match="kept the LR at 0.05"):

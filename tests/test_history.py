@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 from lightning.pytorch import seed_everything
+from matplotlib.figure import Figure
 from models import Classifier, loader, trainer
 
 from lightning_lrsweep import LRSweep
@@ -35,9 +36,32 @@ def test_history_frame_one_row_per_sweep(swept):
 def test_plot_history_overlays_every_curve_and_the_lr_per_epoch(swept, tmp_path):
     fig = swept.plot_history(tmp_path / "history.png")
     curves, per_epoch = fig.axes[:2]
-    assert len(curves.lines) == 2 * len(swept.history)  # a curve and the applied-LR marker per sweep
+    assert len(curves.lines) == 1 + 2 * len(swept.history)  # the start level, a curve and an LR marker per sweep
     assert per_epoch.get_ylabel() == "learning rate"
     assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+def test_every_curve_is_drawn_relative_to_its_own_starting_loss(swept):
+    curves = swept.plot_history(fig=Figure()).axes[0]
+    drawn = [line for line in curves.lines if len(line.get_xdata()) > 2]
+    assert len(drawn) == len(swept.history)
+    starts = [r.result.curve.losses[:3].mean() for r in swept.history]
+    assert starts[-1] < 0.8 * starts[0]  # training lowered the loss: on one absolute axis the re-tunes lie low
+    for line, record in zip(drawn, swept.history, strict=True):
+        ys = np.asarray(line.get_ydata())
+        assert np.median(ys[: max(3, len(ys) // 10)]) == pytest.approx(1.0, abs=0.1)  # each starts at 1
+        np.testing.assert_allclose(ys * record.result.curve.smoothed[0] / ys[0], record.result.curve.smoothed)
+    low, high = curves.get_ylim()
+    assert curves.get_yscale() == "log" and low < 1 < high
+
+
+def test_the_epoch_axis_spans_the_run_with_a_single_sweep():
+    callback = LRSweep(num_steps=15)
+    trainer(max_epochs=3, callbacks=[callback]).fit(Classifier(lr=0.01), loader(n=96))
+    per_epoch = callback.plot_history(fig=Figure()).axes[1]
+    assert per_epoch.get_xlim()[1] >= 3
+    (step,) = [line for line in per_epoch.lines if line.get_drawstyle() == "steps-post"]
+    assert list(step.get_xdata()) == [0, 3]
 
 
 def test_plot_history_of_nothing_says_so():
@@ -47,7 +71,6 @@ def test_plot_history_of_nothing_says_so():
 
 def test_plot_history_on_a_plain_figure_leaves_pyplot_alone(swept, tmp_path):
     import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
 
     open_before, fig = plt.get_fignums(), Figure(figsize=(11, 4))
     assert swept.plot_history(tmp_path / "history.png", fig=fig) is fig

@@ -94,9 +94,12 @@ def test_retune_plots_mark_the_lr_the_rule_left_training_at(tmp_path, rules, lab
     start, retune = callback.history
     lr = current_lr(retune)
     assert lr != pytest.approx(retune.result.suggestion())  # the re-tune's own method picks elsewhere on the window
-    assert marks(sweep_figure(retune).axes[0]) == ([lr], ["loss", "smoothed loss (centred)", f"{label} {lr:.2e}"])
+    legend = ["loss", "centred loss (the rules read it)", f"{label} {lr:.2e}"]
+    assert marks(sweep_figure(retune).axes[0]) == ([lr], legend)
     xs, labels = marks(sweep_figure(start).axes[0])  # at fit start the suggestion is what was applied
-    assert xs == [pytest.approx(start.applied_lr)] and labels[-1] == f"suggestion {start.applied_lr:.2e}"
+    rule = "<lambda>" if rules else "valley"
+    assert xs == [pytest.approx(start.applied_lr)]
+    assert labels[-1] == f"applied LR ({rule} suggestion) {start.applied_lr:.2e}"
     saved = tmp_path / "run" / "version_0" / "lr_sweep" / "epoch=1.png"  # the logger's file: marked the same way
     expected = retune.result.save(tmp_path / "expected", stem="epoch=1", mark=lr, mark_label=label)["png"]
     assert saved.read_bytes() == expected.read_bytes()

@@ -1,9 +1,15 @@
 """LRSweepTuner: one sweep on demand, the model untouched, the trainer reusable."""
 
+import logging
+import random
+
+import numpy as np
 import pytest
-from lightning.pytorch import LightningDataModule
+import torch
+from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, assert_same_state, loader, state, trainer
+from models import Classifier, assert_same_state, blobs, loader, state, trainer
+from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
 
@@ -76,3 +82,66 @@ def test_a_fit_after_a_sweep_logs_and_checkpoints_into_the_loggers_version_folde
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     version = tmp_path / "run" / "version_0"
     assert (version / "metrics.csv").exists() and len(list((version / "checkpoints").glob("*.ckpt"))) == 1
+
+
+class RandomSplit(LightningDataModule):
+    """Draws from the global RNG while the data is built, as a ``random_split`` in ``setup()`` does."""
+
+    def setup(self, stage):
+        self.train, self.val = random_split(blobs(256), [200, 56])
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=32, shuffle=True)
+
+
+def rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def assert_same_rng(a, b):
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_repeated_sweeps_on_one_trainer_record_the_same_curve():
+    t, model = trainer(), Classifier()
+    curves = [LRSweepTuner(t).sweep(model, datamodule=RandomSplit(), num_steps=30) for _ in range(3)]
+    for result in curves[1:]:
+        np.testing.assert_array_equal(result.lrs, curves[0].lrs)
+        np.testing.assert_array_equal(result.losses, curves[0].losses)
+
+
+def fit_weights(sweep_first):
+    seed_everything(7)
+    model, t = Classifier(), trainer(max_epochs=1)
+    if sweep_first:
+        before = rng_states()
+        LRSweepTuner(t).sweep(model, datamodule=RandomSplit(), num_steps=20)
+        assert_same_rng(before, rng_states())
+    t.fit(model, datamodule=RandomSplit())
+    return state(model)
+
+
+def test_a_sweep_before_a_seeded_fit_leaves_the_fit_bit_for_bit_the_same():
+    assert_same_state(fit_weights(sweep_first=False), fit_weights(sweep_first=True))
+
+
+def test_the_rng_is_restored_when_the_sweep_raises():
+    tuner, model = LRSweepTuner(trainer()), Failing()
+    before = rng_states()
+    with pytest.raises(RuntimeError, match="boom in training_step"):
+        tuner.sweep(model, datamodule=RandomSplit(), num_steps=10)
+    assert_same_rng(before, rng_states())
+
+
+def test_the_tuner_says_what_it_found(caplog):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        result = LRSweepTuner(trainer()).sweep(Classifier(), loader(), num_steps=30)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("LRSweepTuner")]
+    assert f"suggested LR {result.suggestion():.3g} (valley) from {len(result.lrs)} steps" in line
+    assert "not applied" in line
+
+
+def test_no_suggestion_is_a_warning_with_its_reason():
+    with pytest.warns(UserWarning, match=r"LRSweepTuner found no LR suggestion: the callable returned None \("):
+        result = LRSweepTuner(trainer()).sweep(Classifier(), loader(), num_steps=10, suggestion=lambda r: None)
+    assert result.suggest().lr is None

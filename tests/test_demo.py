@@ -1,0 +1,28 @@
+"""The demo shows its work: each sweep is printed (and its curve saved) as it ends, between the epochs."""
+
+import re
+
+import pandas as pd
+
+from lightning_lrsweep.demo import run_demo
+
+
+def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backend):
+    sweep = run_demo(out=tmp_path, epochs=2, n=256, quiet=True)
+    lines = [line.strip() for line in re.split(r"[\r\n]", capsys.readouterr().out) if line.strip()]
+    events = [line for line in lines if re.match(r"epoch \d+ ", line)]
+    assert [e.split(":")[0] for e in events] == [
+        "epoch 0  fit_start sweep",
+        "epoch 0  trained",
+        "epoch 1  retune    sweep",
+        "epoch 1  trained",
+    ]  # interleaved with training: printed as they happen, not in a table at the end
+    first, retune = sweep.history
+    assert f"{len(first.result.lrs)} steps, stopped by {first.result.stop_reason}" in events[0]
+    assert f"suggested {first.suggested_lr:.3g}, LR 0.001 -> {first.applied_lr:.3g}" in events[0]
+    assert events[2].endswith(f"({retune.reason})")
+    assert lines[0].startswith("Fitting a small MLP on 256 2-D spirals for 2 epochs")  # said before any training
+    for epoch in (0, 1):
+        assert len(pd.read_csv(tmp_path / f"epoch={epoch}.csv")) == len(sweep.history[epoch].result.lrs)
+        assert (tmp_path / f"epoch={epoch}.png").stat().st_size > 1000
+    assert (tmp_path / "history.png").stat().st_size > 1000
