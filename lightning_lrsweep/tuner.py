@@ -84,6 +84,7 @@ class LRSweepTuner:
         model: pl.LightningModule,
         train_dataloaders: Any = None,
         datamodule: pl.LightningDataModule | None = None,
+        val_dataloaders: Any = None,
         **sweep_args: Any,
     ) -> SweepResult:
         """Sweep the LR of ``model`` once on the given data and return the :class:`SweepResult`.
@@ -92,8 +93,9 @@ class LRSweepTuner:
             model: the module to sweep; its ``configure_optimizers`` provides the optimizer.
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
+            val_dataloaders: validation data for validation-loss mode (``val_batches``), if no datamodule.
             **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``
+                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``, ``val_batches``
                 (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
@@ -108,7 +110,9 @@ class LRSweepTuner:
         trainer.callbacks.append(probe)  # type: ignore[attr-defined]
         try:
             with _without_loggers(trainer):
-                trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+                trainer.fit(
+                    model, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, datamodule=datamodule
+                )
         finally:
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
             trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
