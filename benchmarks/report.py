@@ -16,10 +16,13 @@ from benchmarks.tasks import TASKS, Task
 
 METHOD_LABELS = {
     "ours_valley": "ours: valley",
+    "ours_keep": "ours: valley, keep below confidence",
+    "ours_race": "ours: valley + race",
+    "ours_val": "ours: valley, validation-loss mode",
     "ours_steepest": "ours: steepest",
     "ours_minimum": "ours: minimum",
     "ours_sma_slope": "ours: sma_slope",
-    "cand_fastai_valley": "candidate: fastai's valley (on our sweep)",
+    "cand_fastai_valley": "fast.ai `valley`",
     "cand_gmean_steepest_minimum": "candidate: √(steepest × minimum)",
     "lightning": "Lightning `lr_find().suggestion()`",
     "torch_lr_finder": "torch-lr-finder (steepest gradient)",

@@ -190,6 +190,8 @@ class SweepResult:
     ) -> Axes:
         """Loss (raw and smoothed) against LR on a log x-axis, with the suggestion (or ``mark``) marked.
 
+        With the suggestion marked, the range of LRs the curve supports (:attr:`interval`) is shaded.
+
         Args:
             ax: the axes to draw on; by default a new pyplot figure's, so it shows in notebooks and on
                 ``plt.show()`` (the backend is never switched). :meth:`figure` draws without pyplot.
@@ -199,7 +201,8 @@ class SweepResult:
         """
         ax = ax if ax is not None else _pyplot_axes()
         curve = self.curve
-        _shade(ax, self.interval)
+        if suggest and mark is None:  # the range lies around the suggestion, not around another marked LR
+            _shade(ax, self.interval)
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
         ax.plot(curve.lrs, curve.smoothed, color="C0", lw=2, label="smoothed loss (centred)")
         if suggest:
