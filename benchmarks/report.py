@@ -250,6 +250,7 @@ def _goal_table(q: dict[str, Any], tasks: list[Task], method: str) -> str:
                 f"{fmt_regret(t, s['worst_regret'])} {mark[ok['worst']]}",
                 f"{fmt(s['spread_decades'], 2)} {mark[ok['spread']]}",
                 f"{fmt_regret(t, peers_best)} {mark[ahead_of_peers(r, method)]}",
+                fmt_regret(t, _oracle_worst_seed(t, r["oracle"])),
             ]
         )
     head = [
@@ -258,8 +259,17 @@ def _goal_table(q: dict[str, Any], tasks: list[Task], method: str) -> str:
         "worst seed (≤ 3 pts / 1.15×)",
         "spread (≤ 0.3 dec)",
         "best peer median (ours ahead?)",
+        "noise floor: the oracle LR's own worst seed",
     ]
     return table(head, rows) + "\n"
+
+
+def _oracle_worst_seed(t: Task, orc: dict[str, Any]) -> float:
+    """The oracle LR's own worst seed against the oracle mean: how much seed noise alone costs at the best LR."""
+    from benchmarks.quality import regret
+
+    seeds = orc["metrics"][orc["grid"].index(orc["lr"])]
+    return max(regret(t, m, orc["metric"]) for m in seeds)
 
 
 def _variants_table(q: dict[str, Any], tasks: list[Task]) -> str:

@@ -269,9 +269,10 @@ CLEAR_DESCENT = (1.0, 4.0)
 above the second it is unmistakable (this factor 1)."""
 
 RULE_AGREEMENT = (1.0, 2.5)
-"""Decades between the highest and lowest of the ``valley``, ``steepest`` and ``sma_slope`` LRs and the ends of the
+"""Decades between the highest and lowest of the ``valley`` and ``steepest`` LRs and the ends of the
 :func:`supported_interval`: within the first the curve points to one place (this factor 1); at the second or more
-its rules or its descent point to places far apart, e.g. two valleys (0)."""
+its rules or its descent point to places far apart, e.g. two valleys (0). ``sma_slope`` does not count: it reads
+the raw loss's change per step, and one noisy first step sends it to the sweep's first LR."""
 
 
 def _ramp(value: float, zero: float, one: float) -> float:
@@ -284,7 +285,7 @@ def confidence(curve: Curve) -> float:
 
     *Clear descent*: the loss's drop from its starting level to its lowest smoothed value, in units of the raw loss's
     noise around the smoothed curve (see :data:`CLEAR_DESCENT`); a flat curve with noise shows a "drop" of about one
-    unit. *Agreement*: how close the ``valley``, ``steepest`` and ``sma_slope`` LRs and the supported interval's ends
+    unit. *Agreement*: how close the ``valley`` and ``steepest`` LRs and the supported interval's ends
     are (see :data:`RULE_AGREEMENT`); two valleys or a noisy curve pull them apart. 0 when the curve is unusable.
     """
     usable = finite_prefix(curve)
@@ -294,7 +295,7 @@ def confidence(curve: Curve) -> float:
     drop = level.start - float(np.min(usable.smoothed))
     snr = drop / level.noise if level.noise > 0 else (np.inf if drop > 0 else 0.0)
     clear = _ramp(snr, *CLEAR_DESCENT)
-    picks = [valley(usable), steepest(usable), sma_slope(usable)]
+    picks = [valley(usable), steepest(usable)]
     interval = supported_interval(usable, picks[0])
     picks += list(interval) if interval is not None else []
     span = float(np.log10(max(picks) / min(picks)))

@@ -179,3 +179,14 @@ def test_interval_always_contains_the_suggestion():
     curve = range_test_curve(n=100)
     assert supported_interval(curve, 1e-5) == (1e-5, supported_interval(curve, 1e-2).high)
     assert supported_interval(curve, 5.0).high == 5.0
+
+
+def test_a_noisy_first_step_does_not_lower_the_confidence_of_a_clear_descent():
+    # the raw loss's per-step change is steepest between the first two points: `sma_slope` reads that, so it
+    # does not count in the agreement (on the benchmark's tune set it sent two clear sweeps to confidence 0)
+    clean = range_test_curve(n=100)
+    losses = _noisy(clean.losses, 0.05)
+    losses[0] += 1.0
+    curve = zero_lag_curve(clean.lrs, losses)
+    assert sma_slope(curve) == clean.lrs[1]
+    assert confidence(curve) > 0.7
