@@ -39,7 +39,10 @@ _TMP = tempfile.mkdtemp(prefix="lrsweep_bench_")
 
 
 def make_trainer(task: Task, max_steps: int, callbacks: list | None = None, **kw: Any) -> L.Trainer:
-    """The CPU Trainer every run uses: no logger, checkpoints, progress bar or summary; epochs cover ``max_steps``."""
+    """The CPU Trainer every run uses: no logger, checkpoints, progress bar or summary; epochs cover ``max_steps``.
+
+    The task's own callbacks (fine-tuning: ``BackboneFinetuning``) come first, so a sweep callback sees their effect.
+    """
     epochs = math.ceil(max_steps / task.steps_per_epoch)
     return L.Trainer(
         accelerator="cpu",
@@ -51,7 +54,7 @@ def make_trainer(task: Task, max_steps: int, callbacks: list | None = None, **kw
         max_epochs=epochs,
         max_steps=max_steps,
         num_sanity_val_steps=0,
-        callbacks=callbacks or [],
+        callbacks=task.callbacks() + (callbacks or []),
         default_root_dir=_TMP,
         **kw,
     )

@@ -1,5 +1,12 @@
 """LR finders under test: ours (``lightning_lrsweep``), Lightning's ``Tuner.lr_find`` and ``torch-lr-finder``.
 
+Ours runs in three ways: the plain range test (every rule and the confidence read off one sweep), a fit-start sweep
+followed by the race from its snapshot (``LRSweep(race_steps=...)``), and validation-loss mode (``val_batches``).
+The race and validation-loss mode read a *probe* set: fresh samples of the task's distribution (data seed 3),
+neither the training nor the validation set the metric is computed on. fast.ai's ``valley`` is applied as fast.ai
+applies it (:func:`fastai_valley`) to our sweep's EMA-smoothed loss, which is fast.ai's own recorder: fastai
+itself is not installed here.
+
 Each finder runs ONE range test on a fresh model (init and data order fixed by the seed) over the same LR window
 and step count, and returns every suggestion it can make from that single sweep::
 
@@ -26,6 +33,18 @@ from benchmarks.common import make_trainer, seed_all
 from benchmarks.tasks import Task
 
 OUR_METHODS = ("valley", "steepest", "minimum", "sma_slope")
+
+MIN_CONFIDENCE = 0.2
+"""The ``ours_keep`` variant keeps the task's default LR below this confidence (``LRSweep``'s ``min_confidence``)."""
+
+RACE_STEPS = 16
+"""Optimizer steps per candidate of the ``ours_race`` variant (3 candidates: 48 steps, about half a sweep)."""
+
+VAL_BATCHES = 4
+"""Probe batches each step of the ``ours_val`` sweep is judged on."""
+
+PROBE_SIZE = 512
+"""Samples in the probe set the race and validation-loss mode read."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +140,14 @@ def ours_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
+def probe_loader(task: Task) -> Any:
+    """Fresh samples of the task's distribution (data seed 3), unshuffled, for the race and validation-loss mode."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = task.data_fn(PROBE_SIZE, 3)
+    return DataLoader(TensorDataset(x, y), batch_size=task.batch_size, shuffle=False)
+
+
 def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
     from lightning_lrsweep import LRSweepTuner
 
@@ -138,9 +165,80 @@ def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
             suggestions[f"ours_{m}"] = _clean(result.suggestion(m))
         except Exception:  # noqa: BLE001 - a method that raises counts as a failure of that method only
             suggestions[f"ours_{m}"] = None
+    confidence = result.confidence
+    interval = result.interval
     lrs, losses = _lists(result.lrs, result.smoothed_losses)
     raw = _lists(result.lrs, result.losses)[1]
-    return {"suggestions": suggestions, "lrs": lrs, "losses": losses, "raw_losses": raw, "sweep_s": sweep_s}
+    return {
+        "suggestions": suggestions,
+        "lrs": lrs,
+        "losses": losses,
+        "raw_losses": raw,
+        "sweep_s": sweep_s,
+        "confidence": confidence,  # the ``ours_keep`` variant is read off it: see :func:`keep_rule`
+        "interval": list(interval) if interval is not None else None,
+    }
+
+
+def ours_race(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    """A fit-start sweep plus the race (judged on the probe set's loss), in a fit stopped after one step."""
+    from lightning_lrsweep import LRSweep
+
+    seed_all(seed)
+    model = task.model(task.default_lr, seed)
+    sweep = LRSweep(
+        min_lr=cfg.min_lr,
+        max_lr=cfg.max_lr,
+        num_steps=cfg.num_steps,
+        race_steps=RACE_STEPS,
+        min_confidence=0.0,
+        log_curves=False,
+    )
+    trainer = make_trainer(task, 1, callbacks=[sweep])
+    t0 = time.perf_counter()
+    trainer.fit(model, train_dataloaders=task.train_loader(seed), val_dataloaders=probe_loader(task))
+    record = sweep.history[0]
+    race = record.result.race
+    lrs, losses = _lists(record.result.lrs, record.result.smoothed_losses)
+    return {
+        "suggestions": {"ours_race": _clean(record.applied_lr)},
+        "lrs": lrs,
+        "losses": losses,
+        "sweep_s": time.perf_counter() - t0,
+        "race_s": race.seconds if race is not None else 0.0,
+        "race_lrs": race.lrs if race is not None else [],
+        "race_scores": race.scores if race is not None else [],
+    }
+
+
+def ours_val(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    """Validation-loss mode: the sweep judged on the loss over ``VAL_BATCHES`` probe batches after each step."""
+    from lightning_lrsweep import LRSweepTuner
+
+    seed_all(seed)
+    model = task.model(cfg.min_lr, seed)
+    trainer = make_trainer(task, task.budget)
+    t0 = time.perf_counter()
+    result = LRSweepTuner(trainer).sweep(
+        model,
+        train_dataloaders=task.train_loader(seed),
+        val_dataloaders=probe_loader(task),
+        val_batches=VAL_BATCHES,
+        min_lr=cfg.min_lr,
+        max_lr=cfg.max_lr,
+        num_steps=cfg.num_steps,
+    )
+    sweep_s = time.perf_counter() - t0
+    lrs, losses = _lists(result.lrs, result.losses)
+    return {"suggestions": {"ours_val": _clean(result.suggestion())}, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
+
+
+def keep_rule(task: Task, sw: dict[str, Any]) -> float | None:
+    """``LRSweep(low_confidence="keep")``: the task's default LR when the sweep's confidence is below the threshold."""
+    valley = sw["suggestions"].get("ours_valley")
+    if sw.get("error") or sw.get("confidence") is None:
+        return None
+    return task.default_lr if valley is None or sw["confidence"] < MIN_CONFIDENCE else valley
 
 
 # --------------------------------------------------------------------------- candidate rules (benchmark only)
@@ -199,14 +297,16 @@ def add_candidates(sw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- registry
 
 FINDERS: dict[str, tuple[Callable[[Task, int, SweepConfig], dict[str, Any]], tuple[str, ...]]] = {
-    "ours": (ours, tuple(f"ours_{m}" for m in OUR_METHODS) + tuple(CANDIDATES)),
+    "ours": (ours, (*(f"ours_{m}" for m in OUR_METHODS), "ours_keep", *CANDIDATES)),
+    "ours_race": (ours_race, ("ours_race",)),
+    "ours_val": (ours_val, ("ours_val",)),
     "lightning": (lightning_lr_find, ("lightning",)),
     "torch_lr_finder": (torch_lr_finder, ("torch_lr_finder",)),
 }
 
 
 def available_finders() -> list[str]:
-    return [name for name in FINDERS if name != "ours" or ours_available()]
+    return [name for name in FINDERS if not name.startswith("ours") or ours_available()]
 
 
 def run_finder(name: str, task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:

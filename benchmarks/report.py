@@ -16,10 +16,13 @@ from benchmarks.tasks import TASKS, Task
 
 METHOD_LABELS = {
     "ours_valley": "ours: valley",
+    "ours_keep": "ours: valley, keep below confidence",
+    "ours_race": "ours: valley + race",
+    "ours_val": "ours: valley, validation-loss mode",
     "ours_steepest": "ours: steepest",
     "ours_minimum": "ours: minimum",
     "ours_sma_slope": "ours: sma_slope",
-    "cand_fastai_valley": "candidate: fastai's valley (on our sweep)",
+    "cand_fastai_valley": "fast.ai `valley`",
     "cand_gmean_steepest_minimum": "candidate: √(steepest × minimum)",
     "lightning": "Lightning `lr_find().suggestion()`",
     "torch_lr_finder": "torch-lr-finder (steepest gradient)",
@@ -193,54 +196,169 @@ def tasks_section(tasks: list[Task], steps: dict[str, int]) -> str:
     return table(["task", "data / model", "optimizer", "params", "train/val", "batch", "steps", "metric", "grid"], rows)
 
 
-def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) -> str:
-    tasks = [TASKS[n] for n in q["tasks"]]
-    methods = _method_order(sorted({m for r in q["tasks"].values() for m in r["methods"]}))
-    parts = [
-        "## Suggestion quality\n",
-        f"Every finder runs one exponential range test of {cfg.sweep_steps} steps from {cfg.min_lr:g} to "
-        f"{cfg.max_lr:g} on a fresh model (seeds {list(cfg.seeds)}; init and data order fixed by the seed), using "
-        "its own defaults otherwise. All four of our rules are read off the *same* sweep. A fresh model with the same "
-        "seed is then trained at the suggested LR for the task budget. Oracle: best mean metric over the grid "
-        f"(seeds {list(cfg.oracle_seeds)}), same budget. Regret = oracle − metric in accuracy points "
-        "(classification) or metric ÷ oracle MSE (regression, `1.00×` = as good as the oracle). "
-        "Negative regret / ratio < 1 means the suggestion beat the best grid mean on that seed. "
-        "Spread = log10(max/min) of the suggestions across seeds, in decades. "
-        "A failure is a `None` suggestion or an exception.\n",
-    ]
-    # summary; rank of each method's median regret within each task (1 = best), averaged over tasks
-    ranks: dict[str, list[float]] = {m: [] for m in methods}
-    for t in tasks:
-        regrets = {m: rec["summary"]["median_regret"] for m, rec in q["tasks"][t.name]["methods"].items() if m in ranks}
-        order = sorted(regrets, key=lambda m: (math.isnan(regrets[m]), regrets[m]))
-        for i, m in enumerate(order):
-            ranks[m].append(i + 1)
+def _cell(t: Task, s: dict[str, Any]) -> str:
+    """``median (worst) · spread`` of one method on one task."""
+    return f"{fmt_regret(t, s['median_regret'])} ({fmt_regret(t, s['worst_regret'])}) · {fmt(s['spread_decades'], 2)}"
+
+
+def _split_summary(q: dict[str, Any], tasks: list[Task], methods: list[str]) -> str:
+    """One row per method: each task's cell, then how many tasks meet each goal and beat every peer's median."""
+    from benchmarks.quality import ahead_of_peers, goal_check
+
     rows = []
     for m in methods:
-        row = [label(m)]
-        fails = 0
-        spreads = []
+        row, met = [label(m)], {"median": 0, "worst": 0, "spread": 0, "ahead": 0}
         for t in tasks:
             rec = q["tasks"][t.name]["methods"].get(m)
             if rec is None:
                 row.append("—")
                 continue
-            s = rec["summary"]
-            fails += s["failures"]
-            spreads.append(s["spread_decades"])
-            row.append(f"{fmt_regret(t, s['median_regret'])} ({fmt_regret(t, s['worst_regret'])})")
-        row.append(fmt(float(np.nanmax(spreads)) if spreads else float("nan"), 2))
-        row.append(str(fails))
-        row.append(fmt(float(np.mean(ranks[m])), 1) if ranks[m] else "—")
+            row.append(_cell(t, rec["summary"]))
+            for goal, ok in goal_check(t, rec["summary"]).items():
+                met[goal] += ok
+            met["ahead"] += m.startswith("ours") and ahead_of_peers(q["tasks"][t.name], m)
+        n = len(tasks)
+        goals = f"{met['median']}/{n} · {met['worst']}/{n} · {met['spread']}/{n}"
+        row += [goals, f"{met['ahead']}/{n}" if m.startswith("ours") else "—"]
         rows.append(row)
-    parts.append("### Summary: median regret per task (worst seed in brackets)\n")
-    parts.append(
-        "Mean rank: each method's median regret ranked among all rows within a task (1 = best), averaged over "
-        "tasks. Rows marked *candidate* are benchmark-only rules computed from the same sweep of ours; they are not "
-        "in the package.\n"
-    )
-    head = ["method"] + [f"`{t.name}`" for t in tasks] + ["max spread (dec)", "failures", "mean rank"]
-    parts.append(table(head, rows) + "\n")
+    head = ["method", *(f"`{t.name}`" for t in tasks), "goals met: median · worst · spread", "ahead of all 3 peers"]
+    return table(head, rows) + "\n"
+
+
+def _goal_table(q: dict[str, Any], tasks: list[Task], method: str) -> str:
+    """Per task: the method's figures and each goal met (✓) or not (✗)."""
+    from benchmarks.quality import ahead_of_peers, goal_check
+
+    mark = {True: "✓", False: "**✗**"}
+    rows = []
+    for t in tasks:
+        r = q["tasks"][t.name]
+        s = r["methods"][method]["summary"]
+        ok = goal_check(t, s)
+        peers_best = min(
+            (
+                r["methods"][p]["summary"]["median_regret"]
+                for p in ("cand_fastai_valley", "lightning", "torch_lr_finder")
+                if p in r["methods"]
+            ),
+            default=float("nan"),
+        )
+        rows.append(
+            [
+                f"`{t.name}`",
+                f"{fmt_regret(t, s['median_regret'])} {mark[ok['median']]}",
+                f"{fmt_regret(t, s['worst_regret'])} {mark[ok['worst']]}",
+                f"{fmt(s['spread_decades'], 2)} {mark[ok['spread']]}",
+                f"{fmt_regret(t, peers_best)} {mark[ahead_of_peers(r, method)]}",
+                fmt_regret(t, _oracle_worst_seed(t, r["oracle"])),
+            ]
+        )
+    head = [
+        "task",
+        "median regret (≤ 1 pt / 1.05×)",
+        "worst seed (≤ 3 pts / 1.15×)",
+        "spread (≤ 0.3 dec)",
+        "best peer median (ours ahead?)",
+        "noise floor: the oracle LR's own worst seed",
+    ]
+    return table(head, rows) + "\n"
+
+
+def _oracle_worst_seed(t: Task, orc: dict[str, Any]) -> float:
+    """The oracle LR's own worst seed against the oracle mean: how much seed noise alone costs at the best LR."""
+    from benchmarks.quality import regret
+
+    seeds = orc["metrics"][orc["grid"].index(orc["lr"])]
+    return max(regret(t, m, orc["metric"]) for m in seeds)
+
+
+def _variants_table(q: dict[str, Any], tasks: list[Task]) -> str:
+    """Per task: our sweep's confidence over seeds, how often ``keep`` fired, and what the race cost and picked."""
+    from benchmarks.peers import MIN_CONFIDENCE
+
+    rows = []
+    for t in tasks:
+        r = q["tasks"][t.name]
+        ex = r.get("extras", {})
+        conf = [c for c in ex.get("confidence", []) if c is not None]
+        races = ex.get("race", [])
+        picked = []
+        for race in races:
+            lrs, scores = race.get("lrs") or [], race.get("scores") or []
+            if lrs:
+                i = int(np.argmin(scores))
+                picked.append("low" if i == 0 and len(lrs) > 1 else "high" if i == len(lrs) - 1 else "mid")
+        race_s = [v for v in ex.get("race_s", []) if v is not None]
+        sweep_s = r["methods"].get("ours_valley", {}).get("sweep_s", [])
+        val_s = r["methods"].get("ours_val", {}).get("sweep_s", [])
+        rows.append(
+            [
+                f"`{t.name}`",
+                " ".join(f"{c:.2f}" for c in conf) or "—",
+                f"{sum(c < MIN_CONFIDENCE for c in conf)}/{len(conf)}",
+                " ".join(picked) or "—",
+                fmt(float(np.median(race_s)), 2) if race_s else "—",
+                fmt(float(np.nanmedian(sweep_s)), 2) if sweep_s else "—",
+                fmt(float(np.nanmedian(val_s)), 2) if val_s else "—",
+            ]
+        )
+    head = [
+        "task",
+        "confidence per seed",
+        f"kept (< {MIN_CONFIDENCE:g})",
+        "race winner (low/mid/high) per seed",
+        "race s",
+        "sweep s",
+        "validation-mode sweep s",
+    ]
+    return table(head, rows) + "\n"
+
+
+def quality_section(q: dict[str, Any], cfg: Any, fig_dir: Path, rel_fig: str) -> str:
+    from benchmarks.peers import MIN_CONFIDENCE, PROBE_SIZE, RACE_STEPS, VAL_BATCHES
+    from lightning_lrsweep.sweep import RACE_VAL_BATCHES
+
+    tasks = [TASKS[n] for n in q["tasks"]]
+    methods = _method_order(sorted({m for r in q["tasks"].values() for m in r["methods"]}))
+    splits = {sp: [t for t in tasks if q["tasks"][t.name].get("split", t.split) == sp] for sp in ("tune", "report")}
+    parts = [
+        "## Suggestion quality\n",
+        f"Every finder runs one exponential range test of {cfg.sweep_steps} steps from {cfg.min_lr:g} to "
+        f"{cfg.max_lr:g} on a fresh model (seeds {list(cfg.seeds)}; init and data order fixed by the seed), using "
+        "its own defaults otherwise. A fresh model with the same seed is then trained at the suggested LR for the "
+        f"task budget. Oracle: best mean metric over the task's log grid (seeds {list(cfg.oracle_seeds)}), same "
+        "budget. Regret = oracle − metric in accuracy points (classification) or metric ÷ oracle MSE (regression, "
+        "`1.00×` = as good as the oracle); negative regret / ratio < 1 means the suggestion beat the best grid mean "
+        "on that seed. Spread = log10(max/min) of the seeds' LRs, in decades. A failure is a `None` suggestion "
+        "or an exception.\n",
+        "Rows: **ours: valley** is the package default (`LRSweep()`); **keep below confidence** is "
+        f"`LRSweep(min_confidence={MIN_CONFIDENCE:g}, low_confidence='keep')` (below that confidence the task's "
+        "default LR, what a user would try without a finder, is kept); **+ race** is `LRSweep(race_steps="
+        f"{RACE_STEPS})`: the suggestion and the interval's ends trained {RACE_STEPS} steps each from the sweep's "
+        f"snapshot, judged on the loss over {RACE_VAL_BATCHES} batches of a probe set ({PROBE_SIZE} fresh samples "
+        "of the task's distribution, neither the training nor the metric's validation set); "
+        "**validation-loss mode** is "
+        f"`val_batches={VAL_BATCHES}` on that probe set. fast.ai's `valley` is fast.ai's index rule applied to "
+        "the EMA-smoothed loss of our sweep (fast.ai's own recorder: same EMA, range and stop); fastai itself is "
+        "not installed here. Lightning's `lr_find` and torch-lr-finder run their own sweeps, fresh in this run.\n",
+        "Rules and constants may be tuned on the **tune** split only; the **report-only** split is never tuned "
+        "on. Cells: median regret (worst seed) · spread.\n",
+    ]
+    if splits["report"] and "ours_valley" in methods:
+        parts.append("### Goals on the report-only set: the default (`ours: valley`)\n")
+        parts.append(_goal_table(q, splits["report"], "ours_valley"))
+    for sp, title in (("tune", "Tune set"), ("report", "Report-only set")):
+        if splits[sp]:
+            parts.append(f"### {title}\n")
+            parts.append(_split_summary(q, splits[sp], methods))
+    if "ours_valley" in methods:
+        parts.append("### Confidence, race and validation-loss mode: what they saw and cost\n")
+        parts.append(
+            "Seconds are wall time on this shared machine (one thread). The race costs 3 × "
+            f"{RACE_STEPS} optimizer steps plus the scoring; a validation-mode sweep adds {VAL_BATCHES} forward "
+            "passes per step.\n"
+        )
+        parts.append(_variants_table(q, tasks))
     # per task
     for t in tasks:
         r = q["tasks"][t.name]

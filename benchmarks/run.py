@@ -1,4 +1,4 @@
-"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only quality,cost,ddp,retune,window]``.
+"""One command for the whole benchmark: ``python -m benchmarks.run [--quick] [--only ...] [--split tune|report|all]``.
 
 Writes ``README.md`` and ``figures/`` into ``--out`` (default ``benchmarks/``; ``benchmarks/_runs/quick/`` with
 ``--quick`` so a smoke run never overwrites the real report), caching every run as JSON under ``--runs-dir``.
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import Config, RunCache, quiet
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import PRETRAIN_DIR, SPLITS, TASKS, tasks_in
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("quality", "cost", "ddp", "retune", "window", "fsdp")
@@ -24,6 +24,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny budget (smoke test): 1 oracle seed, 2 seeds, few steps")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--tasks", default="", help=f"comma-separated subset of: {','.join(TASKS)}")
+    p.add_argument(
+        "--split",
+        default="all",
+        choices=(*SPLITS, "all"),
+        help="tasks of one split: 'tune' (rules may be tuned on them), 'report' (never tuned on), or 'all'",
+    )
     p.add_argument("--out", type=Path, default=None, help="where README.md and figures/ go")
     p.add_argument("--runs-dir", type=Path, default=None, help="JSON run cache (default: benchmarks/_runs)")
     p.add_argument("--refresh", action="store_true", help="ignore cached runs and recompute them")
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         raise SystemExit(f"--only got {bad}; allowed: {', '.join(SECTIONS)}")
-    names = [s.strip() for s in args.tasks.split(",") if s.strip()] or list(TASKS)
+    names = [s.strip() for s in args.tasks.split(",") if s.strip()] or tasks_in(args.split)
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         raise SystemExit(f"--tasks got unknown {unknown}; allowed: {', '.join(TASKS)}")
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> Path:
     runs_dir = args.runs_dir or HERE / "_runs"
     out = args.out or (runs_dir / "quick_report" if args.quick else HERE)
     cache = RunCache(runs_dir / ("quick" if args.quick else "full"), refresh=args.refresh)
+    PRETRAIN_DIR[0] = runs_dir / "pretrained"  # pre-trained backbones, shared by quick and full runs
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)

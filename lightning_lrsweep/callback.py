@@ -32,13 +32,15 @@ from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
 from lightning_lrsweep.schedule import retune_window
 from lightning_lrsweep.suggest import stability_edge
-from lightning_lrsweep.sweep import only_optimizer, run_sweep
+from lightning_lrsweep.sweep import only_optimizer, run_race, run_sweep
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
 RetuneRule = str | Callable[[SweepResult], "float | None"]
+
+LOW_CONFIDENCE_ACTIONS = ("warn", "keep")
 
 
 def is_number(value: object) -> bool:
@@ -140,6 +142,14 @@ class LRSweep(Callback):
             ``log_dir``). The metrics ``lr_sweep/suggested_lr`` and ``lr_sweep/applied_lr`` are always logged.
         optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
             and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
+        val_batches: judge every sweep on the loss over this many validation batches after each step, instead of
+            the training loss (see :class:`~lightning_lrsweep.config.SweepConfig`); 0 uses the training loss.
+        race_steps: after the fit-start sweep, train the suggestion and the ends of :attr:`SweepResult.interval`
+            for this many optimizer steps each from the restored state, and apply the one with the lowest loss
+            (validation loss when there is a validation loader); 0 (the default) applies the suggestion.
+        min_confidence: a fit-start suggestion whose :attr:`SweepResult.confidence` is below this warns.
+        low_confidence: what a fit-start sweep below ``min_confidence`` does: ``"warn"`` (apply the suggestion)
+            or ``"keep"`` (keep the LR the module started with).
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
@@ -174,6 +184,10 @@ class LRSweep(Callback):
         sweep_on_resume: bool = False,
         log_curves: bool = True,
         optimizer_idx: int | None = None,
+        val_batches: int = 0,
+        race_steps: int = 0,
+        min_confidence: float = 0.2,
+        low_confidence: str = "warn",
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -185,7 +199,17 @@ class LRSweep(Callback):
             suggestion=suggestion,
             snapshot_device=snapshot_device,
             optimizer_idx=optimizer_idx,
+            val_batches=val_batches,
         )
+        if isinstance(race_steps, bool) or not isinstance(race_steps, int) or race_steps < 0:
+            raise ValueError(f"`race_steps` must be an int >= 0 (0: no race), got {race_steps!r}.")
+        if not (is_number(min_confidence) and 0 <= min_confidence <= 1):
+            raise ValueError(f"`min_confidence` must be a number in [0, 1], got {min_confidence!r}.")
+        if low_confidence not in LOW_CONFIDENCE_ACTIONS:
+            raise ValueError(f"`low_confidence` must be one of {LOW_CONFIDENCE_ACTIONS}, got {low_confidence!r}.")
+        self.race_steps = race_steps
+        self.min_confidence = min_confidence
+        self.low_confidence = low_confidence
         if every_n_epochs is not None and (
             isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
         ):
@@ -329,7 +353,21 @@ class LRSweep(Callback):
             retune_window=self.retune_window,
             retune_num_steps=self.retune_config.num_steps,
             max_change=self.max_change,
+            **self._added_settings(),
         )
+
+    def _added_settings(self) -> dict[str, Any]:
+        """Settings added after the state key was first defined, only where they differ from their defaults.
+
+        So a checkpoint saved before they existed still matches an instance built with the defaults.
+        """
+        added = {
+            "val_batches": (self.config.val_batches, 0),
+            "race_steps": (self.race_steps, 0),
+            "min_confidence": (self.min_confidence, 0.2),
+            "low_confidence": (self.low_confidence, "warn"),
+        }
+        return {name: value for name, (value, default) in added.items() if value != default}
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -402,13 +440,47 @@ class LRSweep(Callback):
         outcome = result.suggest()
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
-        if outcome.lr is None:
-            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({outcome.reason}; {result.note}).")
-            reason = f"no suggestion: {outcome.reason}"
-        else:
-            self._apply(trainer, pl_module, previous, outcome.lr)
-            reason = "fit-start suggestion applied"
-        self._record(trainer, "fit_start", result, previous, outcome.lr, outcome.lr, reason)
+        applied, reason = self._fit_start_choice(trainer, result, previous, outcome.lr, outcome.reason)
+        if applied is not None:
+            self._apply(trainer, pl_module, previous, applied)
+        self._record(trainer, "fit_start", result, previous, outcome.lr, applied, reason)
+
+    def _fit_start_choice(
+        self, trainer: pl.Trainer, result: SweepResult, previous: float, suggested: float | None, why_none: str
+    ) -> tuple[float | None, str]:
+        """The LR to apply after the fit-start sweep (``None``: keep ``previous``) and why.
+
+        No suggestion keeps the LR; a confidence below ``min_confidence`` warns and, with ``low_confidence="keep"``,
+        keeps it; otherwise a race (``race_steps``) between the suggestion and the interval's ends picks the LR.
+        """
+        if suggested is None:
+            rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({why_none}; {result.note}).")
+            return None, f"no suggestion: {why_none}"
+        sure = result.confidence
+        if sure < self.min_confidence:
+            keep = self.low_confidence == "keep"
+            rank_zero_warn(
+                f"LRSweep's fit-start suggestion {suggested:.3g} has a low confidence ({sure:.2f} < `min_confidence`="
+                f"{self.min_confidence:g}): the loss's descent is unclear against its noise, or the rules disagree. "
+                + (f"Kept the LR at {previous:.3g} (`low_confidence='keep'`)." if keep else "Applied it anyway.")
+                + " Plot the curve (`history[-1].result.plot()`) to check."
+            )
+            if keep:
+                return None, f"low confidence ({sure:.2f}): kept"
+        interval = result.interval
+        if not self.race_steps or interval is None:
+            return suggested, "fit-start suggestion applied"
+        candidates = sorted({interval.low, suggested, interval.high})
+        total = len(candidates) * self.race_steps
+        with sweep_progress(trainer, total, f"LR race ({len(candidates)} LRs)") as on_step:
+            result.race = run_race(trainer, self.config, candidates, self.race_steps, on_step)
+        winner = result.race.winner
+        if winner is None:
+            return suggested, "fit-start suggestion applied (every race candidate blew up)"
+        return winner, (
+            f"race winner of {len(candidates)} LRs x {self.race_steps} steps on {result.race.judged_on} "
+            f"({result.race.seconds:.1f} s)"
+        )
 
     def _retune(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)

@@ -42,6 +42,9 @@ class SweepConfig:
         min_stop_lr: below this LR the divergence stop is ignored (NaN/Inf still stop). A re-tune sets it
             to the LR training ran at: the loss cannot truly diverge below it, so a rise there is noise
             (a well-trained model's loss is tiny, and 4x a tiny loss is one noisy batch).
+        val_batches: judge the sweep on the validation loss instead of the training loss: after every optimizer
+            step, ``training_step`` runs on the first ``val_batches`` batches of the validation loader (in eval
+            mode, without gradients) and their mean loss is recorded. 0 (the default) records the training loss.
     """
 
     min_lr: float = 1e-7
@@ -54,6 +57,7 @@ class SweepConfig:
     snapshot_device: str | None = None
     optimizer_idx: int | None = None
     min_stop_lr: float = 0.0
+    val_batches: int = 0
 
     def __post_init__(self) -> None:
         if not self.min_lr > 0:
@@ -74,6 +78,10 @@ class SweepConfig:
         check_suggestion("suggestion", self.suggestion)
         if self.snapshot_device not in (None, "cpu"):
             raise ValueError(f"`snapshot_device` must be None or 'cpu', got {self.snapshot_device!r}.")
+        if isinstance(self.val_batches, bool) or not isinstance(self.val_batches, int) or self.val_batches < 0:
+            raise ValueError(
+                f"`val_batches` must be an int >= 0 (0: judge on the training loss), got {self.val_batches!r}."
+            )
         if self.optimizer_idx is not None and (
             isinstance(self.optimizer_idx, bool) or not isinstance(self.optimizer_idx, int) or self.optimizer_idx < 0
         ):

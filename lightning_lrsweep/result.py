@@ -16,11 +16,14 @@ from lightning_lrsweep.suggest import (
     METHODS,
     MIN_POINTS,
     Curve,
+    Interval,
     Suggestion,
+    confidence,
     default_window,
     rate_of_change,
     start_level,
     suggest,
+    supported_interval,
     zero_lag_curve,
 )
 
@@ -30,6 +33,31 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SuggestionRule = Union[str, Callable[["SweepResult"], Union[float, None]]]  # noqa: UP007 (runtime alias)
+
+
+@dataclass
+class RaceResult:
+    """A race between candidate LRs: each trained for ``steps`` optimizer steps from the same restored state.
+
+    Attributes:
+        lrs: the candidates, in the order they ran.
+        scores: each candidate's loss after its stretch (``inf`` when it ended on NaN/Inf); lower wins.
+        steps: optimizer steps per candidate (the race's cost is ``len(lrs) * steps`` steps plus the scoring).
+        judged_on: ``"validation loss"`` or ``"training loss"``.
+        seconds: wall time the race took.
+    """
+
+    lrs: list[float]
+    scores: list[float]
+    steps: int
+    judged_on: str
+    seconds: float = 0.0
+
+    @property
+    def winner(self) -> float | None:
+        """The candidate with the lowest finite score, or ``None`` when every stretch blew up."""
+        finite = [(score, lr) for score, lr in zip(self.scores, self.lrs, strict=True) if np.isfinite(score)]
+        return min(finite)[1] if finite else None
 
 
 @dataclass
@@ -48,6 +76,9 @@ class SweepResult:
         min_lr, max_lr, num_steps, mode: the sweep's settings.
         epoch, global_step: where in training the sweep ran.
         seconds: wall time the sweep took.
+        val_batches: in validation-loss mode, the validation batches each step was judged on (then ``losses``
+            are validation losses); 0 for training loss.
+        race: the race from the sweep's snapshot that picked the applied LR, when one ran (``LRSweep(race_steps=)``).
 
     Examples:
         >>> import numpy as np
@@ -70,6 +101,8 @@ class SweepResult:
     epoch: int = 0
     global_step: int = 0
     seconds: float = 0.0
+    val_batches: int = 0
+    race: RaceResult | None = None
 
     def __post_init__(self) -> None:
         self.lrs = np.asarray(self.lrs, dtype=float)
@@ -143,6 +176,24 @@ class SweepResult:
             warnings.warn(f"No LR suggestion: {outcome.reason}.", UserWarning, stacklevel=2)
         return outcome.lr
 
+    @property
+    def interval(self) -> Interval | None:
+        """The range of LRs the curve supports, around the suggestion; ``None`` without a suggestion.
+
+        See :func:`lightning_lrsweep.suggest.supported_interval`: from a third of the way down the descent to where
+        the loss reaches its bottom, widened to contain the suggestion.
+        """
+        lr = self.suggest().lr
+        return None if lr is None else supported_interval(self.curve, lr)
+
+    @property
+    def confidence(self) -> float:
+        """How sure the curve is, in [0, 1]: how clear its descent is against the noise × how well the rules agree.
+
+        See :func:`lightning_lrsweep.suggest.confidence`; 0 when the curve gives no suggestion.
+        """
+        return confidence(self.curve)
+
     def rate_of_change(self, window: int | None = None) -> np.ndarray:
         """The loss's change per step, smoothed by a simple moving average of ``window`` steps."""
         return rate_of_change(self.losses, window)
@@ -175,6 +226,8 @@ class SweepResult:
     ) -> Axes:
         """Loss (raw and centred) against LR on a log x-axis, with the sweep's suggestion (or ``mark``) marked.
 
+        With the suggestion marked, the range of LRs the curve supports (:attr:`interval`) is shaded.
+
         Args:
             ax: the axes to draw on; by default a new pyplot figure's, so it shows in notebooks and on
                 ``plt.show()`` (the backend is never switched). :meth:`figure` draws without pyplot.
@@ -184,6 +237,8 @@ class SweepResult:
         """
         ax = ax if ax is not None else _pyplot_axes()
         curve = self.curve
+        if suggest and mark is None:  # the range lies around the suggestion, not around another marked LR
+            _shade(ax, self.interval)
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
         ax.plot(curve.lrs, curve.smoothed, color="C0", lw=2, label="centred loss (the rules read it)")
         if suggest:
@@ -191,7 +246,7 @@ class SweepResult:
             _mark(ax, curve.lrs, curve.smoothed, lr, mark_label or f"{rule_label(self.method)} suggestion")
         ax.set_xscale("log" if self.mode == "exponential" else "linear")
         ax.set_xlabel("learning rate")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("validation loss" if self.val_batches else "training loss")
         self._limit_y(ax, curve.smoothed)
         ax.legend()
         return ax
@@ -318,3 +373,9 @@ def _mark(ax: Axes, xs: np.ndarray, ys: np.ndarray, lr: float | None, label: str
     i = int(np.argmin(np.abs(np.log(xs) - np.log(lr))))
     ax.axvline(lr, color="C3", ls="--", lw=1)
     ax.plot([xs[i]], [ys[i]], "o", color="C3", label=f"{label} {lr:.2e}")
+
+
+def _shade(ax: Axes, interval: Interval | None) -> None:
+    """Shade the range of LRs the curve supports (nothing without one)."""
+    if interval is not None:
+        ax.axvspan(interval.low, interval.high, color="C2", alpha=0.15, label="supported range")

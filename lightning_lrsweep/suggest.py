@@ -214,3 +214,89 @@ def zero_lag_curve(lrs: np.ndarray, losses: np.ndarray) -> Curve:
     """
     raw = finite_prefix(Curve(np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float), np.asarray(losses)))
     return Curve(raw.lrs, raw.losses, centered_mean(raw.losses, zero_lag_window(len(raw.losses))))
+
+
+class Interval(NamedTuple):
+    """The range of LRs a sweep's curve supports: from where the descent is clearly under way to near its bottom."""
+
+    low: float
+    high: float
+
+
+INTERVAL_DEPTH = 1 / 3
+"""The interval starts where the smoothed loss has made this fraction of its drop from the start to the lowest loss."""
+
+BOTTOM_BAND = 0.1
+"""The interval ends where the smoothed loss first comes within this fraction of the drop (or its noise) of the
+lowest loss: past it, a higher LR buys no lower loss, only less margin to the blow-up."""
+
+
+def smoothed_noise(usable: Curve) -> float:
+    """The noise left on the centred curve: the raw loss's noise over the square root of the smoother's width."""
+    return start_level(usable).noise / float(np.sqrt(zero_lag_window(len(usable.lrs))))
+
+
+def supported_interval(curve: Curve, suggestion: float) -> Interval | None:
+    """The LRs the curve supports: from a third of the way down the descent to where it reaches its bottom.
+
+    Low end: the first LR at which the smoothed loss has made :data:`INTERVAL_DEPTH` of its drop from the
+    starting level to its lowest point. High end: the first LR at which it comes within :data:`BOTTOM_BAND` of the
+    drop, or twice the smoothed curve's noise, of the lowest loss. The interval is widened to contain
+    ``suggestion``. ``None`` when the curve is unusable (see :func:`unusable_reason`) or never falls below its start.
+
+    Args:
+        curve: a sweep's curve, read through its finite prefix.
+        suggestion: the suggested LR, which the interval always contains.
+    """
+    usable = finite_prefix(curve)
+    if unusable_reason(usable) is not None:
+        return None
+    lowest = int(np.argmin(usable.smoothed))
+    start = start_level(usable).start
+    drop = start - float(usable.smoothed[lowest])
+    if drop <= 0:
+        return None
+    head = usable.smoothed[: lowest + 1]
+    low = int(np.argmax(head <= start - INTERVAL_DEPTH * drop))
+    band = max(BOTTOM_BAND * drop, 2 * smoothed_noise(usable))
+    high = int(np.argmax(head <= head[lowest] + band))
+    low = min(low, high)
+    return Interval(min(float(usable.lrs[low]), suggestion), max(float(usable.lrs[high]), suggestion))
+
+
+CLEAR_DESCENT = (1.0, 4.0)
+"""Drop ÷ raw-loss noise: at or below the first, the descent is indistinguishable from noise (confidence 0); at or
+above the second it is unmistakable (this factor 1)."""
+
+RULE_AGREEMENT = (1.0, 2.5)
+"""Decades between the highest and lowest of the ``valley`` and ``steepest`` LRs and the ends of the
+:func:`supported_interval`: within the first the curve points to one place (this factor 1); at the second or more
+its rules or its descent point to places far apart, e.g. two valleys (0). ``sma_slope`` does not count: it reads
+the raw loss's change per step, and one noisy first step sends it to the sweep's first LR."""
+
+
+def _ramp(value: float, zero: float, one: float) -> float:
+    """0 at ``zero``, 1 at ``one``, linear in between, clipped to [0, 1] (``zero > one`` ramps downwards)."""
+    return float(np.clip((value - zero) / (one - zero), 0.0, 1.0))
+
+
+def confidence(curve: Curve) -> float:
+    """How sure a curve is of its suggestion, in [0, 1]: the product of two factors.
+
+    *Clear descent*: the loss's drop from its starting level to its lowest smoothed value, in units of the raw loss's
+    noise around the smoothed curve (see :data:`CLEAR_DESCENT`); a flat curve with noise shows a "drop" of about one
+    unit. *Agreement*: how close the ``valley`` and ``steepest`` LRs and the supported interval's ends
+    are (see :data:`RULE_AGREEMENT`); two valleys or a noisy curve pull them apart. 0 when the curve is unusable.
+    """
+    usable = finite_prefix(curve)
+    if unusable_reason(usable) is not None:
+        return 0.0
+    level = start_level(usable)
+    drop = level.start - float(np.min(usable.smoothed))
+    snr = drop / level.noise if level.noise > 0 else (np.inf if drop > 0 else 0.0)
+    clear = _ramp(snr, *CLEAR_DESCENT)
+    picks = [valley(usable), steepest(usable)]
+    interval = supported_interval(usable, picks[0])
+    picks += list(interval) if interval is not None else []
+    span = float(np.log10(max(picks) / min(picks)))
+    return clear * _ramp(span, RULE_AGREEMENT[1], RULE_AGREEMENT[0])

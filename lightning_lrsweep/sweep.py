@@ -12,9 +12,11 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.optim import Optimizer
@@ -23,10 +25,10 @@ from torch.utils.data import DataLoader
 from lightning_lrsweep.apply import base_lrs, group_weights, is_usable_lr, reference_group, set_sweep_lr
 from lightning_lrsweep.config import SweepConfig
 from lightning_lrsweep.distributed import data_parallel_replicas
-from lightning_lrsweep.result import SweepResult
+from lightning_lrsweep.result import RaceResult, SweepResult
 from lightning_lrsweep.schedule import lr_schedule
 from lightning_lrsweep.smoothing import BiasCorrectedEMA
-from lightning_lrsweep.snapshot import Snapshot
+from lightning_lrsweep.snapshot import RNGState, Snapshot
 
 StepCallback = Callable[[int, float, float, float], None]
 """Called after every recorded sweep step with ``(step, lr, loss, smoothed_loss)``."""
@@ -35,6 +37,9 @@ WARMUP_POINTS = 5
 """Points recorded before the divergence stop compares against the best smoothed loss."""
 
 MAX_EMPTY_STEPS = 10
+RACE_VAL_BATCHES = 4
+"""Validation batches a race judges each candidate on (at least; more in validation-loss mode), when there is a
+validation loader."""
 """Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
 
 
@@ -94,6 +99,53 @@ def batch_stream(iterables: Any, limit: float = math.inf) -> Iterator[Any]:
             yield batch
         if empty:
             raise ValueError("LRSweep needs training data, but the train dataloader yielded no batch.")
+
+
+def val_data(trainer: pl.Trainer) -> Any | None:
+    """The user's validation loader(s) (``val_dataloaders`` or the module's/datamodule's ``val_dataloader``), or None.
+
+    Read from the source directly: Lightning builds its own only for modules that define ``validation_step``.
+    """
+    if trainer.val_dataloaders is not None:
+        return trainer.val_dataloaders
+    source = trainer.fit_loop.epoch_loop.val_loop._data_source
+    return source.dataloader() if source.is_defined() else None
+
+
+def validation_batches(trainer: pl.Trainer, count: int) -> list[Any]:
+    """The first ``count`` validation batches, ready for ``training_step``; the RNG is left as it was.
+
+    Raises:
+        ValueError: there is no validation loader, or it yields no batch.
+    """
+    data = val_data(trainer)
+    if data is None:
+        raise ValueError(
+            f"`val_batches={count}` judges the LR sweep on validation batches, but the trainer has no validation "
+            "data: pass `val_dataloaders` to `fit`, define `val_dataloader`, or set `val_batches=0`."
+        )
+    rng = RNGState.capture()  # starting an iterator draws a seed from the global RNG
+    try:
+        with private_iterators(data):
+            raw = [batch for batch, _ in zip(CombinedLoader(data, "sequential"), range(count), strict=False)]
+    finally:
+        rng.restore()
+    if not raw:
+        raise ValueError("`val_batches` judges the LR sweep on validation batches, but the loader yielded none.")
+    return [prepare_batch(trainer.strategy, batch) for batch, _, _ in raw]
+
+
+def prepare_batch(strategy: Any, batch: Any) -> Any:
+    """Do to a batch what the training loop does before ``training_step``.
+
+    That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
+    the move to the device and ``on_after_batch_transfer``.
+    """
+    module = strategy.lightning_module
+    assert module is not None
+    batch = strategy.precision_plugin.convert_input(batch)
+    batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
+    return strategy.batch_to_device(batch, dataloader_idx=0)
 
 
 @contextmanager
@@ -245,16 +297,8 @@ class _StepRunner:
             return None
 
     def _draw(self) -> None:
-        """Take the next batch and do to it what the training loop does before ``training_step``.
-
-        That is the precision plugin's conversion (``bf16-true`` casts floats), ``on_before_batch_transfer``,
-        the move to the device and ``on_after_batch_transfer``.
-        """
-        module = self.strategy.lightning_module
-        assert module is not None
-        batch = self.strategy.precision_plugin.convert_input(next(self.batches))
-        batch = module._on_before_batch_transfer(batch, dataloader_idx=0)
-        self.batch = self.strategy.batch_to_device(batch, dataloader_idx=0)
+        """Take the next batch and prepare it as the training loop would (see :func:`prepare_batch`)."""
+        self.batch = prepare_batch(self.strategy, next(self.batches))
 
     def _exchange(self, loss: torch.Tensor | None = None) -> tuple[float, float]:
         """The sweep's one all-reduce per micro-batch: which ranks failed, which have a loss, and the loss sum.
@@ -362,6 +406,37 @@ class _StepRunner:
             self._run(self.strategy.optimizer_step, self.optimizer, lambda: final)
         return total
 
+    def validation_loss(self, batches: list[Any]) -> float:
+        """The rank mean of ``training_step``'s mean loss over ``batches``, in eval mode and without gradients.
+
+        ``training_step`` rather than ``validation_step``: it returns the loss the sweep optimizes, where a
+        ``validation_step`` often returns nothing. The module itself is called (not a DDP wrapper): no collective.
+
+        Raises:
+            ValueError: ``training_step`` returned no loss on a validation batch.
+        """
+        module = self.strategy.lightning_module
+        assert module is not None
+        modes = [(m, m.training) for m in module.modules()]
+        module.eval()
+        try:
+            with torch.no_grad(), self.strategy.precision_plugin.val_step_context():
+                losses = [
+                    self._run(lambda b=b, i=i: _loss_of(module.training_step(b, i))) for i, b in enumerate(batches)
+                ]
+        finally:
+            for m, training in modes:
+                m.training = training
+        found = [loss.detach().float().mean() for loss in losses if loss is not None]
+        mean = torch.stack(found).mean() if found and len(found) == len(losses) else None
+        with_loss, total = self._exchange(mean)
+        if with_loss < self.world_size:
+            raise ValueError(
+                "`training_step` returned no loss on a validation batch; in validation-loss mode (`val_batches`) it "
+                "must return the loss tensor (or a dict with a 'loss' key) for every batch."
+            )
+        return total / self.world_size
+
     def manual(self) -> float:
         """``training_step`` does its own backward and step; record the loss it returns."""
         before = self.step_calls
@@ -397,14 +472,18 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | 
             f"The LR sweep needs an optimizer LR > 0 to keep the param groups' ratios, but the largest base LR "
             f"is {reference!r}. Start from any positive LR (e.g. 1e-3): a sweep's suggestion replaces it."
         )
+    if config.val_batches and not pl_module.automatic_optimization:
+        raise ValueError(
+            f"`val_batches={config.val_batches}` runs `training_step` on validation batches, but with manual "
+            "optimization `training_step` steps the optimizer. Use `val_batches=0` with manual optimization."
+        )
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
-    schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
-    scaler = getattr(trainer.precision_plugin, "scaler", None)
-    snapshot = Snapshot(pl_module, trainer.optimizers, schedulers, scaler, data, device=config.snapshot_device)
+    val = validation_batches(trainer, config.val_batches) if config.val_batches else None
+    snapshot = _snapshot(trainer, data, config)
     started = time.perf_counter()
     try:
         with isolated(trainer, pl_module), private_iterators(data):
-            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config, on_step)
+            recorder, stop_reason = _sweep_loop(trainer, optimizer, data, config, on_step, val=val)
     finally:
         snapshot.restore()
         del snapshot
@@ -421,19 +500,102 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | 
         epoch=trainer.current_epoch,
         global_step=trainer.global_step,
         seconds=time.perf_counter() - started,
+        val_batches=config.val_batches,
     )
 
 
+def _snapshot(trainer: pl.Trainer, data: Any, config: SweepConfig) -> Snapshot:
+    """Everything a sweep's steps mutate: module, optimizers, schedulers, grad scaler, loader generators, RNGs."""
+    schedulers = [scheduler_config.scheduler for scheduler_config in trainer.lr_scheduler_configs]
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return Snapshot(
+        trainer.lightning_module, trainer.optimizers, schedulers, scaler, data, device=config.snapshot_device
+    )
+
+
+def run_race(
+    trainer: pl.Trainer,
+    config: SweepConfig,
+    candidates: list[float],
+    steps: int,
+    on_step: StepCallback | None = None,
+) -> RaceResult:
+    """Train each candidate LR for ``steps`` optimizer steps from the same state; score each; leave no trace.
+
+    Each stretch runs through the sweep's own loop at a fixed LR (no divergence stop; NaN/Inf still stops), from
+    the state restored exactly, so each candidate sees the same batches. The score is the validation loss over
+    the first batches of the validation loader after the stretch when there is one (:data:`RACE_VAL_BATCHES`, or
+    ``config.val_batches`` if more), else the mean training loss over the stretch's second half. A stretch that
+    ends on a NaN/Inf loss scores ``inf``.
+
+    Args:
+        trainer: the live trainer, inside ``fit``.
+        config: the sweep's settings (optimizer, snapshot device, validation batches).
+        candidates: the LRs to race, of the reference param group (the others keep their ratios).
+        steps: optimizer steps per candidate.
+        on_step: called after every step of every stretch, numbered across the whole race.
+    """
+    pl_module = trainer.lightning_module
+    optimizer = only_optimizer(trainer, config.optimizer_idx)
+    data = train_data(trainer)
+    val = None
+    if val_data(trainer) is not None and pl_module.automatic_optimization:
+        val = validation_batches(trainer, max(config.val_batches, RACE_VAL_BATCHES))
+    stretch = replace(config, early_stop_threshold=None, val_batches=0)
+    snapshot = _snapshot(trainer, data, config)
+    started = time.perf_counter()
+    scores: list[float] = []
+    try:
+        with isolated(trainer, pl_module), private_iterators(data):
+            for i, lr in enumerate(candidates):
+                if i:
+                    snapshot.restore()
+                shown = _offset(on_step, i * steps)
+                recorder, stop = _sweep_loop(trainer, optimizer, data, stretch, shown, lrs=np.full(steps, lr))
+                if stop == "non_finite":
+                    scores.append(math.inf)
+                elif val is not None:
+                    scores.append(_StepRunner(trainer, optimizer, iter(())).validation_loss(val))
+                else:
+                    scores.append(float(np.mean(recorder.losses[len(recorder.losses) // 2 :])))
+    finally:
+        snapshot.restore()
+        del snapshot
+    return RaceResult(
+        lrs=list(candidates),
+        scores=scores,
+        steps=steps,
+        judged_on="validation loss" if val is not None else "training loss",
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _offset(on_step: StepCallback | None, first: int) -> StepCallback | None:
+    """``on_step`` with step numbers shifted by ``first`` (a race shows its stretches as one progress bar)."""
+    if on_step is None:
+        return None
+    return lambda k, lr, loss, smoothed: on_step(first + k, lr, loss, smoothed)
+
+
 def _sweep_loop(
-    trainer: pl.Trainer, optimizer: Optimizer, data: Any, config: SweepConfig, on_step: StepCallback | None = None
+    trainer: pl.Trainer,
+    optimizer: Optimizer,
+    data: Any,
+    config: SweepConfig,
+    on_step: StepCallback | None = None,
+    lrs: np.ndarray | None = None,
+    val: list[Any] | None = None,
 ) -> tuple[_Recorder, str]:
-    """Step through the LR schedule until it ends or the loss diverges."""
+    """Step through the LR schedule (``lrs``, or the config's) until it ends or the loss diverges.
+
+    With ``val`` (prepared validation batches) the loss recorded after each step is their mean loss.
+    """
     weights = group_weights(optimizer)
     runner = _StepRunner(trainer, optimizer, batch_stream(data, trainer.num_training_batches))
     step = runner.automatic if trainer.lightning_module.automatic_optimization else runner.manual
     recorder = _Recorder(config.smoothing, config.early_stop_threshold, config.min_stop_lr)
     scaler = getattr(trainer.precision_plugin, "scaler", None)
-    lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode)
+    lrs = lr_schedule(config.min_lr, config.max_lr, config.num_steps, config.mode) if lrs is None else lrs
     k, skipped, stop_reason = 0, 0, None
     try:
         with runner.counting_steps():
@@ -448,6 +610,8 @@ def _sweep_loop(
                 if scaler is not None and scaler.get_scale() < scale and skipped < config.num_steps:
                     skipped += 1  # the grad scaler skipped the optimizer step: same LR again
                     continue
+                if val is not None and math.isfinite(loss):
+                    loss = runner.validation_loss(val)
                 stop_reason = recorder.add(lr, loss)
                 if on_step is not None:
                     on_step(k, lr, loss, recorder.smoothed[-1])

@@ -107,6 +107,7 @@ class LRSweepTuner:
         model: pl.LightningModule,
         train_dataloaders: Any = None,
         datamodule: pl.LightningDataModule | None = None,
+        val_dataloaders: Any = None,
         **sweep_args: Any,
     ) -> SweepResult:
         """Sweep the LR of ``model`` once on the given data and return the :class:`SweepResult`.
@@ -115,8 +116,9 @@ class LRSweepTuner:
             model: the module to sweep; its ``configure_optimizers`` provides the optimizer.
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
+            val_dataloaders: validation data for validation-loss mode (``val_batches``), if no datamodule.
             **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``
+                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``, ``val_batches``
                 (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
@@ -132,7 +134,9 @@ class LRSweepTuner:
         rng = RNGState.capture()
         try:
             with _without_loggers(trainer):
-                trainer.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
+                trainer.fit(
+                    model, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, datamodule=datamodule
+                )
         finally:
             rng.restore()
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]

@@ -137,6 +137,16 @@ def test_curve_is_the_mean_over_ranks_and_accumulated_micro_batches(ddp_run):
     assert first["restored"] and second["restored"]
 
 
+def test_validation_mode_and_race_agree_on_every_rank(ddp_run):
+    ranks = [r["val_mode_and_race"] for r in ddp_run[0]]
+    assert ranks[0]["val_curve"] == ranks[1]["val_curve"] and len(ranks[0]["val_curve"]["losses"]) == 8
+    race = ranks[0]["race"]
+    assert race == ranks[1]["race"] and race["judged_on"] == "validation loss" and len(race["lrs"]) >= 2
+    assert ranks[0]["applied"] == ranks[1]["applied"] == race["lrs"][race["scores"].index(min(race["scores"]))]
+    first, second = ranks[0]["gathered_lrs"]
+    assert first == second and first[0] == pytest.approx(ranks[0]["applied"], rel=1e-12)
+
+
 def test_one_rank_nan_stops_every_rank_at_the_same_step(ddp_run):
     ranks, _ = ddp_run
     first, second = (r["one_rank_nan"] for r in ranks)

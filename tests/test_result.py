@@ -49,6 +49,21 @@ def test_plots_draw_the_curve_with_a_log_axis_and_the_suggestion():
     np.testing.assert_allclose(line.get_ydata(), result.rate_of_change(5))
 
 
+def test_plot_shades_the_supported_interval_around_the_suggestion():
+    result = make_result()
+    low, high = result.interval
+    assert low <= result.suggestion() <= high and 0.0 < result.confidence <= 1.0
+    (span,) = [p for p in result.plot().patches if p.get_label() == "supported range"]
+    xs = [span.get_x(), span.get_x() + span.get_width()]
+    assert min(xs) == pytest.approx(low) and max(xs) == pytest.approx(high)
+
+
+def test_no_interval_and_zero_confidence_without_a_suggestion():
+    flat = SweepResult(np.geomspace(1e-5, 1, 20), np.ones(20), np.ones(20))
+    assert flat.interval is None and flat.confidence == 0.0
+    assert not [p for p in flat.plot().patches if p.get_label() == "supported range"]
+
+
 def test_save_writes_csv_and_png(tmp_path):
     paths = make_result().save(tmp_path / "out", stem="sweep")
     assert paths["csv"].name == "sweep.csv" and paths["png"].read_bytes()[:4] == b"\x89PNG"

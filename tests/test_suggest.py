@@ -4,6 +4,7 @@ import pytest
 from lightning_lrsweep.smoothing import centered_mean
 from lightning_lrsweep.suggest import (
     Curve,
+    confidence,
     finite_prefix,
     minimum,
     rate_of_change,
@@ -11,6 +12,7 @@ from lightning_lrsweep.suggest import (
     stability_edge,
     steepest,
     suggest,
+    supported_interval,
     valley,
     zero_lag_curve,
 )
@@ -123,3 +125,68 @@ def test_valley_never_goes_below_a_tenth_of_the_lowest_loss_lr():
     curve = Curve(lrs, losses, losses)
     lowest = lrs[np.argmin(losses)]
     assert valley(curve) == pytest.approx(minimum(curve)) == pytest.approx(lowest / 10)
+
+
+def _noisy(losses: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+    return losses + np.random.default_rng(seed).normal(0.0, scale, len(losses))
+
+
+def _two_valleys(lrs: np.ndarray) -> np.ndarray:
+    x = np.log10(lrs)
+    step = lambda at: 1 / (1 + np.exp(-(x - np.log10(at)) * 3))  # noqa: E731
+    return 2.0 - 0.7 * step(1e-5) - 0.7 * step(1e-1) + np.where(lrs > 3, (np.log10(lrs / 3) * 8) ** 2, 0.0)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_a_clear_descent_is_confident_and_its_interval_spans_the_descent(noise):
+    clean = range_test_curve(n=100)
+    curve = zero_lag_curve(clean.lrs, _noisy(clean.losses, noise))
+    lr = suggest(curve, "valley").lr
+    interval = supported_interval(curve, lr)
+    assert confidence(curve) > 0.7
+    assert interval.low <= lr <= interval.high
+    assert 1e-3 < interval.low < interval.high < 0.5  # the descent is centred at 1e-2, the blow-up starts at 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda lrs: _noisy(np.full(len(lrs), 2.0), 0.1), id="flat+noise"),
+        pytest.param(lambda lrs: _noisy(_two_valleys(lrs), 0.03), id="two valleys"),
+        pytest.param(lambda lrs: _noisy(range_test_curve(n=len(lrs)).losses, 0.6), id="very noisy"),
+    ],
+)
+def test_ambiguous_curves_have_low_confidence(make):
+    lrs = np.geomspace(1e-6, 10, 100)
+    curve = zero_lag_curve(lrs, make(lrs))
+    assert confidence(curve) < 0.2
+
+
+def test_confidence_falls_as_the_noise_rises():
+    clean = range_test_curve(n=100)
+    levels = [confidence(zero_lag_curve(clean.lrs, _noisy(clean.losses, s))) for s in (0.0, 0.4, 0.8)]
+    assert levels == sorted(levels, reverse=True) and levels[0] > levels[-1]
+
+
+def test_interval_is_none_for_an_unusable_curve_and_confidence_zero():
+    lrs = np.geomspace(1e-5, 1, 20)
+    flat = Curve(lrs, np.ones(20), np.ones(20))
+    assert supported_interval(flat, 1e-3) is None
+    assert confidence(flat) == 0.0
+
+
+def test_interval_always_contains_the_suggestion():
+    curve = range_test_curve(n=100)
+    assert supported_interval(curve, 1e-5) == (1e-5, supported_interval(curve, 1e-2).high)
+    assert supported_interval(curve, 5.0).high == 5.0
+
+
+def test_a_noisy_first_step_does_not_lower_the_confidence_of_a_clear_descent():
+    # the raw loss's per-step change is steepest between the first two points: `sma_slope` reads that, so it
+    # does not count in the agreement (on the benchmark's tune set it sent two clear sweeps to confidence 0)
+    clean = range_test_curve(n=100)
+    losses = _noisy(clean.losses, 0.05)
+    losses[0] += 1.0
+    curve = zero_lag_curve(clean.lrs, losses)
+    assert sma_slope(curve) == clean.lrs[1]
+    assert confidence(curve) > 0.7

@@ -227,6 +227,26 @@ def callback_fit(strategy: str) -> dict[str, Any]:
     }
 
 
+def val_mode_and_race(strategy: str) -> dict[str, Any]:
+    """A tuner sweep judged on validation batches; a fit-start sweep and race judged on the validation loss."""
+    seed_everything(5)
+    val = loader(seed=1, shuffle=False)
+    tuned = LRSweepTuner(ddp_trainer(strategy)).sweep(
+        Recording(lr=0.01), loader(), val_dataloaders=val, val_batches=2, num_steps=8
+    )
+    model = Recording(lr=0.01)
+    sweep = LRSweep(min_lr=1e-3, max_lr=3.0, num_steps=20, race_steps=3, min_confidence=0.0)
+    t = ddp_trainer(strategy, max_epochs=1, callbacks=[sweep], limit_train_batches=2)
+    t.fit(model, loader(), val_dataloaders=val)
+    race = sweep.history[0].result.race
+    return {
+        "val_curve": curve(tuned),
+        "race": {"lrs": race.lrs, "scores": race.scores, "judged_on": race.judged_on} if race else None,
+        "applied": sweep.history[0].applied_lr,
+        "gathered_lrs": gathered_lrs(t),
+    }
+
+
 class SamplerProbe(Callback):
     """At each epoch start (after any sweep there): the sampler's type, epoch and the start of its order."""
 
@@ -326,6 +346,7 @@ def multinode(out: Path) -> dict[str, Any]:
 
 
 SCENARIOS = {
+    "val_mode_and_race": val_mode_and_race,
     "tuner_curve": tuner_curve,
     "one_rank_nan": one_rank_nan,
     "callback_fit": callback_fit,
