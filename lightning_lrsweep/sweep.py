@@ -37,10 +37,11 @@ WARMUP_POINTS = 5
 """Points recorded before the divergence stop compares against the best smoothed loss."""
 
 MAX_EMPTY_STEPS = 10
+"""Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
+
 RACE_VAL_BATCHES = 4
 """Validation batches a race judges each candidate on (at least; more in validation-loss mode), when there is a
 validation loader."""
-"""Consecutive ``training_step`` outputs of ``None`` (skipped batches) tolerated before giving up."""
 
 
 class SweepStepError(RuntimeError):
@@ -435,7 +436,7 @@ class _StepRunner:
                 "`training_step` returned no loss on a validation batch; in validation-loss mode (`val_batches`) it "
                 "must return the loss tensor (or a dict with a 'loss' key) for every batch."
             )
-        return total / self.world_size
+        return total / self.replicas
 
     def manual(self) -> float:
         """``training_step`` does its own backward and step; record the loss it returns."""

@@ -306,6 +306,14 @@ def test_tensor_parallel_tuner_counts_the_one_replica_once(fsdp_run):
     assert first["suggestion"] == second["suggestion"] is not None
 
 
+def test_tensor_parallel_validation_loss_counts_the_one_replica_once(fsdp_run):
+    ranks, _ = fsdp_run
+    first, second = (r["tp_tuner_val"] for r in ranks)
+    assert first["rank_losses"] == second["rank_losses"]
+    assert len(first["rank_losses"]) == 16  # a training and a validation loss per step
+    assert _losses(first["curve"]) == first["rank_losses"][1::2] == _losses(second["curve"])
+
+
 def test_fsdp2_retune_restores_every_rank_shards_and_adam_state(fsdp_run):
     ranks, _ = fsdp_run
     for rank in ranks:

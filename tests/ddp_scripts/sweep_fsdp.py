@@ -175,12 +175,16 @@ def bit_for_bit(out: Path, rank: int, tp: bool) -> dict[str, Any]:
     }
 
 
-def tuner_curve(tp: bool = False, mesh2d: bool = False) -> dict[str, Any]:
-    """One tuner sweep: the curve against this rank's own losses; the shards and optimizer untouched."""
+def tuner_curve(tp: bool = False, mesh2d: bool = False, val_batches: int = 0) -> dict[str, Any]:
+    """One tuner sweep: the curve against this rank's own losses; the shards and optimizer untouched.
+
+    With ``val_batches``, ``rank_losses`` alternates each step's training loss and its validation loss.
+    """
     seed_everything(1)
     model = ShardedMLP(lr=0.01)
     t = sharded_trainer(tp, mesh2d)
-    result = LRSweepTuner(t).sweep(model, loader(), num_steps=8, early_stop_threshold=None, max_lr=1.0)
+    val = {"val_dataloaders": loader(), "val_batches": val_batches} if val_batches else {}
+    result = LRSweepTuner(t).sweep(model, loader(), num_steps=8, early_stop_threshold=None, max_lr=1.0, **val)
     return {
         "curve": curve(result),
         "rank_losses": model.losses,
@@ -317,6 +321,7 @@ def main() -> None:
             "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
             "fsdp2_tuner": tuner_curve(tp=False),
             "tp_tuner": tuner_curve(tp=True),
+            "tp_tuner_val": tuner_curve(tp=True, val_batches=1),
             "restores_shards": restores_shards(),
             "one_rank_nan": one_rank_nan(),
             "raises_after_forward": one_rank_raises("training_step", raise_at=3),
