@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,15 @@ def sweep_line(record: SweepRecord) -> str:
 
 
 def _say(trainer: pl.Trainer, text: str) -> None:
-    """Print above the progress bar when there is one (a plain ``print`` would break its line)."""
-    bar = trainer.progress_bar_callback
-    if isinstance(bar, TQDMProgressBar):
-        bar.print(text)
+    """Print above tqdm's bars when they draw the progress (a plain ``print`` would break their line).
+
+    ``tqdm.write``, not ``TQDMProgressBar.print``: that prints nothing while no bar of its own is open, as at
+    fit start, where the fit-start sweep ends.
+    """
+    if isinstance(trainer.progress_bar_callback, TQDMProgressBar):
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
     else:
         print(text, flush=True)
 

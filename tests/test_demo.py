@@ -3,8 +3,12 @@
 import re
 
 import pandas as pd
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from models import Classifier, loader, trainer
 
-from lightning_lrsweep.demo import run_demo
+from lightning_lrsweep import LRSweep
+from lightning_lrsweep.demo import ShowSweeps, run_demo, sweep_line
 
 
 def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backend):
@@ -26,3 +30,14 @@ def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backen
         assert len(pd.read_csv(tmp_path / f"epoch={epoch}.csv")) == len(sweep.history[epoch].result.lrs)
         assert (tmp_path / f"epoch={epoch}.png").stat().st_size > 1000
     assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("bar", [TQDMProgressBar, RichProgressBar])
+def test_every_sweep_is_printed_with_either_progress_bar(tmp_path, capsys, svg_backend, bar):
+    # `scripts/demo` installs no `rich`, so Lightning draws tqdm bars; this suite has `rich` (Lightning's default then)
+    sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
+    callbacks = [sweep, ShowSweeps(sweep, tmp_path), bar()]
+    trainer(max_epochs=2, callbacks=callbacks, enable_progress_bar=True).fit(Classifier(), loader(n=64))
+    out = capsys.readouterr().out
+    assert sweep_line(sweep.history[0]) in out  # the fit-start sweep ends before any bar of the trainer is open
+    assert sweep_line(sweep.history[1]) in out
