@@ -154,6 +154,8 @@ class LRSweepCLI(LightningCLI):
     def sweep(self) -> SweepResult:
         """Sweep the built model once (no training), print every method's suggestion, save the curve to ``--out``.
 
+        Every rank sweeps; global rank 0 alone prints and writes.
+
         Raises:
             UsageError: no training data (the module has no ``train_dataloader`` and no datamodule was given), no
                 optimizer, or ``--out`` cannot be written; all before the sweep. ``--out`` is created after the
@@ -181,9 +183,10 @@ class LRSweepCLI(LightningCLI):
                 result = LRSweepTuner(trainer).sweep(self.model, datamodule=self.datamodule, **settings)
         finally:
             trainer.callbacks = callbacks  # type: ignore[attr-defined]
-        print(suggestion_table(result))
-        paths = result.save(out, stem="lr_sweep")
-        print(f"curve: {paths['csv']}  plot: {paths['png']}")
+        if trainer.is_global_zero:  # under `ddp` or sharding every rank runs this: one table, one writer
+            print(suggestion_table(result))
+            paths = result.save(out, stem="lr_sweep")
+            print(f"curve: {paths['csv']}  plot: {paths['png']}")
         return result
 
 
