@@ -162,7 +162,7 @@ def run_demo(
         out: the folder for the curves.
         epochs: epochs to train.
         seed: the random seed.
-        quiet: hide Lightning's info lines and a deprecation warning it raises on newer torch.
+        quiet: hide Lightning's info lines and a deprecation warning it raises on newer torch, while it trains.
         n: training samples.
 
     Returns:
@@ -173,8 +173,10 @@ def run_demo(
     """
     out = writable_dir(out)
     pl.seed_everything(seed, verbose=False)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
     if quiet:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        lightning_log.setLevel(logging.WARNING)
     train = DataLoader(spirals(n, seed=seed), batch_size=64, shuffle=True)
     val = DataLoader(spirals(512, seed=seed + 1), batch_size=256)
     sweep = LRSweep(every_n_epochs=1)
@@ -202,6 +204,7 @@ def run_demo(
             trainer.fit(SpiralNet(), train, val)
     finally:
         torch.set_num_threads(threads)
+        lightning_log.setLevel(level)
     from matplotlib.figure import Figure
 
     sweep.plot_history(out / "history.png", fig=Figure(figsize=(11, 4)))  # not pyplot's: nothing left open

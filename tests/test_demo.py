@@ -1,5 +1,6 @@
 """The demo shows its work: each sweep is printed (and its curve saved) as it ends, between the epochs."""
 
+import logging
 import re
 
 import pandas as pd
@@ -12,7 +13,9 @@ from lightning_lrsweep.demo import ShowSweeps, run_demo, sweep_line
 
 
 def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backend):
+    level = logging.getLogger("lightning.pytorch").level
     sweep = run_demo(out=tmp_path, epochs=2, n=256, quiet=True)
+    assert logging.getLogger("lightning.pytorch").level == level  # quiet while it trains, not for the caller after
     lines = [line.strip() for line in re.split(r"[\r\n]", capsys.readouterr().out) if line.strip()]
     events = [line for line in lines if re.match(r"epoch \d+ ", line)]
     assert [e.split(":")[0] for e in events] == [
