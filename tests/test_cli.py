@@ -204,6 +204,18 @@ def test_sweep_equals_the_fit_start_sweep_of_a_fit_with_lrsweep_in_yaml(project,
     assert scheduler.base_lrs == [pytest.approx(result.suggestion())]
 
 
+def test_a_sweep_reads_the_default_config_files_of_fit(project, tmp_path, monkeypatch):
+    from lrsweep_user import Data, Net
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "defaults.yaml").write_text("model: {hidden: 5}\ndata: {n: 64}\n")
+    fit_defaults = {"fit": {"default_config_files": [str(tmp_path / "defaults.yaml")]}}  # LightningCLI's own pattern
+    args = ["sweep", "--optimizer=SGD", "--sweep.num_steps=5", "--trainer.logger=false", "--out=out"]
+    cli = LRSweepCLI(Net, Data, args=args, parser_kwargs=fit_defaults)
+    assert cli.model.net[0].out_features == 5 and cli.datamodule.n == 64
+    assert cli.result is not None and (tmp_path / "out" / "lr_sweep.csv").exists()
+
+
 def test_main_py_gets_a_sweep_subcommand(project, tmp_path):
     command = [sys.executable, "main.py", "sweep", "--config", "fixed.yaml", "--sweep.num_steps=20"]
     done = subprocess.run([*command, f"--out={tmp_path}"], cwd=project, capture_output=True, text=True)
