@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,11 @@ def _say(trainer: pl.Trainer, text: str) -> None:
         print(text, flush=True)
 
 
+def _show_warning(trainer: pl.Trainer, message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """A warning (a re-tune clamped to ``max_change``, say) as the demo's other lines are printed."""
+    _say(trainer, f"warning: {message}")
+
+
 def run_demo(
     out: str | Path = "lrsweep_out", epochs: int = 5, seed: int = 0, quiet: bool = False, n: int = 2048
 ) -> LRSweep:
@@ -201,6 +207,7 @@ def run_demo(
         with warnings.catch_warnings():
             if quiet:
                 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, on torch >= 2.10: not ours
+                warnings.showwarning = partial(_show_warning, trainer)  # one line above the bars, no source path
             trainer.fit(SpiralNet(), train, val)
     finally:
         torch.set_num_threads(threads)

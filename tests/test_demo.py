@@ -44,3 +44,12 @@ def test_every_sweep_is_printed_with_either_progress_bar(tmp_path, capsys, svg_b
     out = capsys.readouterr().out
     assert sweep_line(sweep.history[0]) in out  # the fit-start sweep ends before any bar of the trainer is open
     assert sweep_line(sweep.history[1]) in out
+
+
+def test_a_warning_is_printed_as_one_line_among_the_demos(tmp_path, capsys, svg_backend):
+    run_demo(out=tmp_path, epochs=2, quiet=True)  # on the full spirals the epoch-1 re-tune asks for more than 2x
+    lines = capsys.readouterr().out.splitlines()
+    (warning,) = [line for line in lines if "clamped to" in line]
+    assert re.fullmatch(
+        r"warning: LRSweep re-tune at epoch 1: the rule asked for .*, clamped to .*`max_change`\)\.", warning
+    )
