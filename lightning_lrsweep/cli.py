@@ -70,7 +70,8 @@ class LRSweepCLI(LightningCLI):
         args: as for ``LightningCLI`` (``None``: ``sys.argv[1:]``); ``["sweep", ...]`` runs a sweep.
         run: as for ``LightningCLI``; ``False`` builds only (``args`` then never means a sweep).
         **kwargs: any other ``LightningCLI`` argument. For a sweep, ``save_config_callback`` is off (no run
-            folder is created) and ``run`` is ``False``.
+            folder is created), ``run`` is ``False``, and ``parser_kwargs["fit"]`` (e.g. ``fit``'s
+            ``default_config_files``) applies as it does to ``fit``.
 
     Attributes:
         result: the sweep's :class:`~lightning_lrsweep.SweepResult` (``None`` unless it swept).
@@ -98,7 +99,9 @@ class LRSweepCLI(LightningCLI):
         if not self.sweeping:
             super().__init__(model_class, datamodule_class, args=args, run=run, **kwargs)
             return
-        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        given = dict(kwargs.pop("parser_kwargs", None) or {})
+        # the top-level settings and `fit`'s own (its `default_config_files`, say): a sweep is built as `fit` is
+        parser_kwargs = {k: v for k, v in given.items() if k not in self.subcommands()} | given.get("fit", {})
         parser_kwargs.setdefault("prog", f"{Path(sys.argv[0]).name} {SWEEP}")
         parser_kwargs.setdefault("description", "Build as `fit` would, then run one LR range test without training.")
         kwargs["save_config_callback"] = None
@@ -154,6 +157,8 @@ class LRSweepCLI(LightningCLI):
     def sweep(self) -> SweepResult:
         """Sweep the built model once (no training), print every method's suggestion, save the curve to ``--out``.
 
+        Every rank sweeps; global rank 0 alone prints and writes.
+
         Raises:
             UsageError: no training data (the module has no ``train_dataloader`` and no datamodule was given), no
                 optimizer, or ``--out`` cannot be written; all before the sweep. ``--out`` is created after the
@@ -181,9 +186,10 @@ class LRSweepCLI(LightningCLI):
                 result = LRSweepTuner(trainer).sweep(self.model, datamodule=self.datamodule, **settings)
         finally:
             trainer.callbacks = callbacks  # type: ignore[attr-defined]
-        print(suggestion_table(result))
-        paths = result.save(out, stem="lr_sweep")
-        print(f"curve: {paths['csv']}  plot: {paths['png']}")
+        if trainer.is_global_zero:  # under `ddp` or sharding every rank runs this: one table, one writer
+            print(suggestion_table(result))
+            paths = result.save(out, stem="lr_sweep")
+            print(f"curve: {paths['csv']}  plot: {paths['png']}")
         return result
 
 

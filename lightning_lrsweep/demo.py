@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +138,22 @@ def sweep_line(record: SweepRecord) -> str:
 
 
 def _say(trainer: pl.Trainer, text: str) -> None:
-    """Print above the progress bar when there is one (a plain ``print`` would break its line)."""
-    bar = trainer.progress_bar_callback
-    if isinstance(bar, TQDMProgressBar):
-        bar.print(text)
+    """Print above tqdm's bars when they draw the progress (a plain ``print`` would break their line).
+
+    ``tqdm.write``, not ``TQDMProgressBar.print``: that prints nothing while no bar of its own is open, as at
+    fit start, where the fit-start sweep ends.
+    """
+    if isinstance(trainer.progress_bar_callback, TQDMProgressBar):
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
     else:
         print(text, flush=True)
+
+
+def _show_warning(trainer: pl.Trainer, message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """A warning (a re-tune clamped to ``max_change``, say) as the demo's other lines are printed."""
+    _say(trainer, f"warning: {message}")
 
 
 def run_demo(
@@ -156,7 +168,7 @@ def run_demo(
         out: the folder for the curves.
         epochs: epochs to train.
         seed: the random seed.
-        quiet: hide Lightning's info lines and a deprecation warning it raises on newer torch.
+        quiet: hide Lightning's info lines and a deprecation warning it raises on newer torch, while it trains.
         n: training samples.
 
     Returns:
@@ -167,8 +179,10 @@ def run_demo(
     """
     out = writable_dir(out)
     pl.seed_everything(seed, verbose=False)
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
     if quiet:
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        lightning_log.setLevel(logging.WARNING)
     train = DataLoader(spirals(n, seed=seed), batch_size=64, shuffle=True)
     val = DataLoader(spirals(512, seed=seed + 1), batch_size=256)
     sweep = LRSweep(every_n_epochs=1)
@@ -193,9 +207,11 @@ def run_demo(
         with warnings.catch_warnings():
             if quiet:
                 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's, on torch >= 2.10: not ours
+                warnings.showwarning = partial(_show_warning, trainer)  # one line above the bars, no source path
             trainer.fit(SpiralNet(), train, val)
     finally:
         torch.set_num_threads(threads)
+        lightning_log.setLevel(level)
     from matplotlib.figure import Figure
 
     sweep.plot_history(out / "history.png", fig=Figure(figsize=(11, 4)))  # not pyplot's: nothing left open

@@ -163,19 +163,21 @@ def lr_per_epoch(history: Sequence[SweepRecord]) -> tuple[np.ndarray, np.ndarray
 
 
 def relative_curve(result: SweepResult) -> tuple[np.ndarray, np.ndarray]:
-    """A sweep's centred loss divided by the loss it started from, against LR (empty when too short to read).
+    """A sweep's centred loss relative to the loss it started from, against LR (empty when too short to read).
 
     Mid-training losses are a fraction of the fit-start one: on one absolute axis the re-tunes' curves lie
     flat near zero. Relative to its own start, every curve starts at 1, and where it climbs back above 1 is
-    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggest.start_level`).
+    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggest.start_level`). For a positive
+    loss that is ``loss / start``; ``1 + (loss - start) / |start|`` is the same there and also serves a loss
+    that can be negative (a Gaussian negative log-likelihood, say).
     """
     curve = result.curve
     if len(curve.lrs) < MIN_POINTS:
         return curve.lrs[:0], curve.smoothed[:0]
     start = start_level(curve).start
-    if not (np.isfinite(start) and start > 0):
+    if not (np.isfinite(start) and start != 0):
         return curve.lrs[:0], curve.smoothed[:0]
-    return curve.lrs, curve.smoothed / start
+    return curve.lrs, 1 + (curve.smoothed - start) / abs(start)
 
 
 def plot_history(

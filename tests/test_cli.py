@@ -20,7 +20,7 @@ from lightning_lrsweep.cli import BuildError, LRSweepCLI, main
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_demo_writes_a_curve_per_sweep_and_prints_the_table(tmp_path, capsys, svg_backend):
+def test_demo_writes_a_curve_per_sweep_and_prints_each_sweep(tmp_path, capsys, svg_backend):
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -164,7 +164,7 @@ def test_sweep_takes_the_fit_config_unchanged(project, tmp_path, capsys, shortcu
     argv = ["sweep", "--config", str(config), *shortcuts, "--config", str(tmp_path / "sweep.yaml")]
     assert main([*argv, "--sweep.max_lr=3", "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert "20 steps from 1e-05 to 3" in out or "stopped by diverged" in out
+    assert " steps from 1e-05 to 3, stopped by " in out  # the sweep section and the flag were both applied
     for method in ("valley", "steepest", "minimum", "sma_slope"):
         assert method in out
     assert "* valley" in out
@@ -202,6 +202,18 @@ def test_sweep_equals_the_fit_start_sweep_of_a_fit_with_lrsweep_in_yaml(project,
     scheduler = fit.trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
     assert scheduler.base_lrs == [pytest.approx(result.suggestion())]
+
+
+def test_a_sweep_reads_the_default_config_files_of_fit(project, tmp_path, monkeypatch):
+    from lrsweep_user import Data, Net
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "defaults.yaml").write_text("model: {hidden: 5}\ndata: {n: 64}\n")
+    fit_defaults = {"fit": {"default_config_files": [str(tmp_path / "defaults.yaml")]}}  # LightningCLI's own pattern
+    args = ["sweep", "--optimizer=SGD", "--sweep.num_steps=5", "--trainer.logger=false", "--out=out"]
+    cli = LRSweepCLI(Net, Data, args=args, parser_kwargs=fit_defaults)
+    assert cli.model.net[0].out_features == 5 and cli.datamodule.n == 64
+    assert cli.result is not None and (tmp_path / "out" / "lr_sweep.csv").exists()
 
 
 def test_main_py_gets_a_sweep_subcommand(project, tmp_path):

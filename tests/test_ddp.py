@@ -376,3 +376,21 @@ def test_a_2x2_data_by_tensor_mesh_counts_each_replica_once(mesh2d_run):
     assert sorted(map(tuple, losses)) == sorted(map(tuple, replicas * 2))  # two replicas, two tensor ranks each
     assert _losses(curves[0]) == pytest.approx([(a + b) / 2 for a, b in zip(*replicas, strict=True)], rel=1e-9)
     assert all(r["tuner"]["optimizer_state_empty"] for r in ranks)
+
+
+def test_lrsweep_sweep_under_ddp_prints_and_writes_once(tmp_path):
+    # Lightning's ddp launcher re-runs the command in rank 1, which sweeps too: only rank 0 may print and write
+    spirals = ["--model", "lightning_lrsweep.demo:SpiralNet", "--data", "lightning_lrsweep.demo:SpiralData"]
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", "--data.n=256"]
+    command = [sys.executable, "-m", "lightning_lrsweep", "sweep", "--seed_everything=0", *spirals, *ddp]
+    done = subprocess.run(
+        [*command, "--sweep.num_steps=10", f"--out={tmp_path}"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert done.stdout.count("* valley") == 1 and done.stdout.count("curve: ") == 1, done.stdout
+    assert 1 < len((tmp_path / "lr_sweep.csv").read_text().splitlines()) <= 1 + 10

@@ -1,14 +1,21 @@
 """The demo shows its work: each sweep is printed (and its curve saved) as it ends, between the epochs."""
 
+import logging
 import re
 
 import pandas as pd
+import pytest
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from models import Classifier, loader, trainer
 
-from lightning_lrsweep.demo import run_demo
+from lightning_lrsweep import LRSweep
+from lightning_lrsweep.demo import ShowSweeps, run_demo, sweep_line
 
 
 def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backend):
+    level = logging.getLogger("lightning.pytorch").level
     sweep = run_demo(out=tmp_path, epochs=2, n=256, quiet=True)
+    assert logging.getLogger("lightning.pytorch").level == level  # quiet while it trains, not for the caller after
     lines = [line.strip() for line in re.split(r"[\r\n]", capsys.readouterr().out) if line.strip()]
     events = [line for line in lines if re.match(r"epoch \d+ ", line)]
     assert [e.split(":")[0] for e in events] == [
@@ -26,3 +33,23 @@ def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backen
         assert len(pd.read_csv(tmp_path / f"epoch={epoch}.csv")) == len(sweep.history[epoch].result.lrs)
         assert (tmp_path / f"epoch={epoch}.png").stat().st_size > 1000
     assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("bar", [TQDMProgressBar, RichProgressBar])
+def test_every_sweep_is_printed_with_either_progress_bar(tmp_path, capsys, svg_backend, bar):
+    # `scripts/demo` installs no `rich`, so Lightning draws tqdm bars; this suite has `rich` (Lightning's default then)
+    sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
+    callbacks = [sweep, ShowSweeps(sweep, tmp_path), bar()]
+    trainer(max_epochs=2, callbacks=callbacks, enable_progress_bar=True).fit(Classifier(), loader(n=64))
+    out = capsys.readouterr().out
+    assert sweep_line(sweep.history[0]) in out  # the fit-start sweep ends before any bar of the trainer is open
+    assert sweep_line(sweep.history[1]) in out
+
+
+def test_a_warning_is_printed_as_one_line_among_the_demos(tmp_path, capsys, svg_backend):
+    run_demo(out=tmp_path, epochs=2, quiet=True)  # on the full spirals the epoch-1 re-tune asks for more than 2x
+    lines = capsys.readouterr().out.splitlines()
+    (warning,) = [line for line in lines if "clamped to" in line]
+    assert re.fullmatch(
+        r"warning: LRSweep re-tune at epoch 1: the rule asked for .*, clamped to .*`max_change`\)\.", warning
+    )

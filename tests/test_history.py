@@ -76,3 +76,25 @@ def test_plot_history_on_a_plain_figure_leaves_pyplot_alone(swept, tmp_path):
     assert swept.plot_history(tmp_path / "history.png", fig=fig) is fig
     assert len(fig.axes) == 3 and plt.get_fignums() == open_before  # curves, LR per epoch, colour bar
     assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+class NegativeLoss(Classifier):
+    """A loss below zero, as a Gaussian negative log-likelihood often is: cross-entropy minus 5."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx) - 5.0
+
+
+def test_a_negative_loss_is_drawn_relative_to_its_start_too():
+    seed_everything(2)
+    callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
+    trainer(max_epochs=2, callbacks=[callback]).fit(NegativeLoss(lr=0.01), loader(n=96))
+    assert all(r.result.curve.smoothed.max() < 0 for r in callback.history)
+    curves = callback.plot_history(fig=Figure()).axes[0]
+    drawn = [line for line in curves.lines if len(line.get_xdata()) > 2]
+    assert len(drawn) == len(callback.history)  # none left out for a start below zero
+    for line, record in zip(drawn, callback.history, strict=True):
+        smoothed = record.result.curve.smoothed
+        ys = np.asarray(line.get_ydata())
+        assert np.median(ys[: max(3, len(ys) // 10)]) == pytest.approx(1.0, abs=0.1)  # each starts at 1
+        assert np.all(np.diff(ys) * np.diff(smoothed) >= 0)  # and rises where its loss rises

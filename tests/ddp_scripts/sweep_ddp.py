@@ -18,7 +18,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the models helper
 
-import sweep_fsdp  # noqa: E402  (this script's folder is on the path)
 import torch  # noqa: E402
 import torch.distributed  # noqa: E402
 from lightning.pytorch import Callback, seed_everything  # noqa: E402
@@ -329,7 +328,9 @@ def spawned(out: Path) -> dict[str, Any]:
 
 
 def multinode(out: Path) -> dict[str, Any]:
-    """Under torchrun, one process per node: the curve and LR each node ends with."""
+    """Under torchrun, one process per node: the curve and LR each node ends with (also under FSDP2)."""
+    import sweep_fsdp  # this script's folder is on the path; it imports helpers from here
+
     seed_everything(7)
     model = Recording(lr=0.01)
     sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6)

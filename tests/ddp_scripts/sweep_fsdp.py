@@ -8,7 +8,6 @@ Usage: python tests/ddp_scripts/sweep_fsdp.py fsdp|2d OUT   (fsdp: 2 processes; 
 from __future__ import annotations
 
 import json
-import math
 import os
 import runpy
 import sys
@@ -25,6 +24,7 @@ from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 from models import loader, trainer  # noqa: E402
+from sweep_ddp import curve, same  # noqa: E402  (this script's folder is on the path)
 from torch import nn  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
@@ -115,18 +115,6 @@ def shards(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) ->
         for param, state in optimizer.state.items():
             found |= {f"{names[param]}.{key}": local(value) for key, value in state.items()}
     return found
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def curve(result: Any) -> dict[str, Any]:
-    return {
-        "lrs": result.lrs.tolist(),
-        "losses": [x if math.isfinite(x) else repr(x) for x in result.losses.tolist()],
-        "stop_reason": result.stop_reason,
-    }
 
 
 def history(sweep: LRSweep) -> list[dict[str, Any]]:
