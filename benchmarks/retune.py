@@ -6,6 +6,7 @@ its budget. Rows:
 
 * ``fixed``       - the task's default LR (what a user would try without a finder), constant
 * ``fs_fixed``    - ``LRSweep()``: the fit-start sweep's LR, constant
+* ``fs_fixed_low`` - a third of the fit-start LR, constant (is a held LR better set lower than a schedule's peak?)
 * ``retune``      - ``LRSweep(every_n_epochs=k)``, no scheduler (the package default: it anneals over the run)
 * ``fs_cosine``   - the fit-start LR as the peak of a per-step cosine to 0
 * ``fs_onecycle`` - the fit-start LR as ``OneCycleLR``'s ``max_lr``
@@ -33,10 +34,23 @@ from benchmarks.tasks import Task
 DEFAULT = "valley"  # the package default fit-start rule
 BUDGETS = (1, 3)
 LONG = 3  # window.py re-tunes at the epochs of the 3x runs
-ROWS = ("fixed", "fs_fixed", "retune", "fs_cosine", "fs_onecycle", "rt_cosine", "rt_onecycle", "milestone", "grid")
+ROWS = (
+    "fixed",
+    "fs_fixed",
+    "fs_fixed_low",
+    "retune",
+    "fs_cosine",
+    "fs_onecycle",
+    "rt_cosine",
+    "rt_onecycle",
+    "milestone",
+    "grid",
+)
 SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosine", "rt_onecycle": "onecycle"}
 TIE = {"classification": 0.25, "regression": 0.02}  # |Δ| <= 0.25 acc points, or MSE ratio within 2%, is a tie
 VERSION = 3
+LOW = 3.0  # fs_fixed_low trains at the fit-start LR / LOW
+TUNE_SEEDS = 3  # tune-split tasks run the first 3 seeds only (compute budget: 2 shared cores); report-split all
 
 
 def steps_at(task: Task, cfg: Config, budget: int) -> int:
@@ -100,10 +114,18 @@ def run_row(task: Task, row: str, seed: int, steps: int, k: int, fs_lr: float | 
         return _fit(task, task.default_lr, seed, steps, None)
     if row == "grid":
         return _fit(task, grid_lr, seed, steps, None)
+    if row == "fs_fixed_low":
+        return _fit(task, fs_lr / LOW, seed, steps, None)
     if row.startswith("fs_"):
         return _fit(task, fs_lr, seed, steps, schedule)
     sweep = _sweep(cfg, milestones=[task.unfreeze_at]) if row == "milestone" else _sweep(cfg, every_n_epochs=k)
-    return _fit(task, task.default_lr, seed, steps, schedule, sweep)  # the fit-start sweep replaces the LR
+    # the fit-start sweep picks fs_lr again (it does not depend on the module's LR); starting there keeps the
+    # schedule's float values bit-equal to the fs_* rows, so differences come from the re-tunes alone
+    return _fit(task, fs_lr or task.default_lr, seed, steps, schedule, sweep)
+
+
+def _key_lr(lr: float | None) -> str | None:
+    return None if lr is None else lr_key(lr)
 
 
 def _safe(fn):  # noqa: ANN001, ANN202
@@ -137,6 +159,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
     res: dict[str, Any] = {"tasks": {}, "default": DEFAULT, "budgets": list(BUDGETS), "tie": TIE}
     fp = ours_fingerprint()
     for task in tasks:
+        seeds = cfg.seeds if task.split == "report" else cfg.seeds[:TUNE_SEEDS]
         fs = [
             cache.get(
                 "retune",
@@ -150,7 +173,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                 },
                 lambda s=s, task=task: fit_start_lr(task, s, cfg),
             )["lr"]
-            for s in cfg.seeds
+            for s in seeds
         ]
         per_budget = {}
         for budget in BUDGETS:
@@ -158,20 +181,21 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             k = every_n(task, cfg, budget)
             rows = rows_for(task)
             grid = best_grid_lr(cache, task, cfg, steps) if "grid" in rows else None
-            log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(cfg.seeds)} seeds")
+            log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(seeds)} seeds")
             runs: dict[str, list] = {}
             for row in rows:
                 uses_package = row in ("retune", "rt_cosine", "rt_onecycle", "milestone")
                 lr = {"fixed": task.default_lr, "grid": grid["lr"] if grid else None}.get(row)
                 runs[row] = []
-                for seed, fs_lr in zip(cfg.seeds, fs, strict=True):
+                for seed, fs_lr in zip(seeds, fs, strict=True):
                     key = {
                         "task": task.name,
                         "row": row,
                         "seed": seed,
                         "steps": steps,
                         "k": k if row in ("retune", "rt_cosine", "rt_onecycle") else None,
-                        "lr": lr_key(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
+                        "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
+                        "low": LOW if row == "fs_fixed_low" else None,
                         "package": fp if uses_package else None,
                         "sweep": [cfg.sweep_steps, cfg.min_lr, cfg.max_lr] if uses_package else None,
                         "v": VERSION,
@@ -179,7 +203,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                     args = (task, row, seed, steps, k, fs_lr, grid["lr"] if grid else None, cfg)
                     runs[row].append(cache.get("retune", key, lambda args=args: _safe(lambda: run_row(*args))))
             per_budget[str(budget)] = {"steps": steps, "k": k, "runs": runs, "grid": grid}
-        res["tasks"][task.name] = {"split": task.split, "fit_start_lr": fs, "seeds": list(cfg.seeds), **per_budget}
+        res["tasks"][task.name] = {"split": task.split, "fit_start_lr": fs, "seeds": list(seeds), **per_budget}
     return res
 
 
@@ -225,6 +249,7 @@ COMPARISONS = (
     ("re-tune vs fit-start + fixed", "retune", "fs_fixed"),
     ("fit-start + fixed vs default LR", "fs_fixed", "fixed"),
     ("fit-start + cosine vs fit-start + fixed", "fs_cosine", "fs_fixed"),
+    ("fit-start ÷ 3 + fixed vs fit-start + fixed", "fs_fixed_low", "fs_fixed"),
     ("milestone vs no re-tune", "milestone", "fs_fixed"),
     ("milestone vs best fixed LR", "milestone", "grid"),
 )
@@ -259,7 +284,11 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     parts = [
         "## Periodic re-tuning and schedules\n",
         __doc__.split("\n\n", 1)[1].strip() + "\n",
-        f"Paired by seed ({len(next(iter(res['tasks'].values()))['seeds'])} seeds); W/T/L = wins/ties/losses of the "
+        "Paired by seed (report-only tasks: "
+        + ", ".join(sorted({str(len(r["seeds"])) for r in res["tasks"].values() if r["split"] == "report"}) or ["—"])
+        + " seeds; tune tasks: "
+        + ", ".join(sorted({str(len(r["seeds"])) for r in res["tasks"].values() if r["split"] == "tune"}) or ["—"])
+        + f" seeds, to fit the compute budget); W/T/L = wins/ties/losses of the "
         f"first row against the second, a tie is |Δ| ≤ {TIE['classification']} accuracy points (regression: MSE "
         f"ratio within {TIE['regression']:.0%}); Δ is the median over seeds (regression: median MSE ratio, < 1 is "
         "better). Tasks marked *report* were never used to tune the package's rules or constants.\n",

@@ -33,7 +33,7 @@ def test_benchmark_quick_one_task(tmp_path):
     assert "## Sweep cost" in readme
     assert "## Periodic re-tuning" in readme
     assert "ours: minimum" in readme
-    assert "### Fine-tuning" in readme
+    assert "### 1× budget: paired comparisons" in readme
     assert "## Re-tune stability to the window" in readme
     assert (out / "figures" / "quality_spiral_mlp_sgd.png").exists()
     results = json.loads((runs / "quick" / "results.json").read_text())

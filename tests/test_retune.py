@@ -100,11 +100,10 @@ def test_scale_retune_has_no_dip_rule_and_goes_down_only_on_instability():
     assert unstable.lr == pytest.approx(0.005) and unstable.clamped and "scale goes down" in unstable.reason
 
 
-def test_scale_retune_goes_up_against_the_peak_and_bounded():
-    curve = curve_with_edge(0.3, 0.01 / 30, 0.01 * 30)  # target 0.3 / 5 = 0.06
-    up = scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0)
-    assert up.lr == pytest.approx(0.02) and up.clamped  # x6 asked, x2 allowed
-    assert scale_retune(curve, 0.01, peak_lr=0.04, distance=5.0).lr == 0.01  # 0.06 < 2 x the peak 0.04: kept
+def test_scale_retune_never_goes_up():
+    curve = curve_with_edge(0.3, 0.01 / 30, 0.01 * 30)  # edge 30x the current LR: the held-LR rule goes up
+    assert edge_retune(curve, 0.01, distance=5.0).lr == pytest.approx(0.02)
+    assert scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0).lr == 0.01
 
 
 def test_phase_retune_sets_the_peak_within_its_wider_bound():
