@@ -9,19 +9,23 @@ its budget. Rows:
 * ``fs_fixed_low`` - a third of the fit-start LR, constant (is a held LR better set lower than a schedule's peak?)
 * ``retune``      - ``LRSweep(every_n_epochs=k)``, no scheduler (the package default: it anneals over the run)
 * ``fs_cosine``   - the fit-start LR as the peak of a per-step cosine to 0
-* ``fs_onecycle`` - the fit-start LR as ``OneCycleLR``'s ``max_lr``
+* ``fs_onecycle`` - ``LRSweep()`` + ``OneCycleLR``: the fit-start LR becomes its ``max_lr``
 * ``rt_cosine``   - ``LRSweep(every_n_epochs=k)`` + the same cosine
 * ``rt_onecycle`` - ``LRSweep(every_n_epochs=k)`` + the same OneCycle
 * ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
 
-The ``fs_*`` rows train at the LR the fit-start sweep of ``LRSweep()`` picks for that seed (a sweep leaves no trace,
-so this equals ``LRSweep()`` with the schedule attached). ``k`` gives about three re-tunes after the fit-start sweep.
+The ``fs_fixed``, ``fs_fixed_low`` and ``fs_cosine`` rows train at the LR the fit-start sweep of ``LRSweep()`` picks
+for that seed (a sweep leaves no trace, so this equals ``LRSweep()`` with a constant LR or the cosine attached).
+``fs_onecycle`` runs the callback with the schedule attached: ``OneCycleLR`` sets SGD's momentum to its maximum (0.95)
+before the first step, so the fit-start sweep measures another optimizer than without it. ``k`` gives about three
+re-tunes after the fit-start sweep.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -116,6 +120,8 @@ def run_row(task: Task, row: str, seed: int, steps: int, k: int, fs_lr: float | 
         return _fit(task, grid_lr, seed, steps, None)
     if row == "fs_fixed_low":
         return _fit(task, fs_lr / LOW, seed, steps, None)
+    if row == "fs_onecycle":
+        return _fit(task, fs_lr or task.default_lr, seed, steps, schedule, _sweep(cfg))
     if row.startswith("fs_"):
         return _fit(task, fs_lr, seed, steps, schedule)
     sweep = _sweep(cfg, milestones=[task.unfreeze_at]) if row == "milestone" else _sweep(cfg, every_n_epochs=k)
@@ -156,7 +162,9 @@ def best_grid_lr(cache: RunCache, task: Task, cfg: Config, steps: int) -> dict[s
 def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str, Any]:  # noqa: ANN001
     if not ours_available():
         return {"skipped": "lightning_lrsweep is not importable", "tasks": {}}
-    res: dict[str, Any] = {"tasks": {}, "default": DEFAULT, "budgets": list(BUDGETS), "tie": TIE}
+    # RETUNE_BUDGETS=3 computes one budget only (e.g. to spread the work over processes; the report needs both)
+    budgets = tuple(int(b) for b in os.environ.get("RETUNE_BUDGETS", ",".join(map(str, BUDGETS))).split(","))
+    res: dict[str, Any] = {"tasks": {}, "default": DEFAULT, "budgets": list(budgets), "tie": TIE}
     fp = ours_fingerprint()
     for task in tasks:
         seeds = cfg.seeds if task.split == "report" else cfg.seeds[:TUNE_SEEDS]
@@ -176,7 +184,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             for s in seeds
         ]
         per_budget = {}
-        for budget in BUDGETS:
+        for budget in budgets:
             steps = steps_at(task, cfg, budget)
             k = every_n(task, cfg, budget)
             rows = rows_for(task)
@@ -184,7 +192,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(seeds)} seeds")
             runs: dict[str, list] = {}
             for row in rows:
-                uses_package = row in ("retune", "rt_cosine", "rt_onecycle", "milestone")
+                uses_package = row in ("retune", "fs_onecycle", "rt_cosine", "rt_onecycle", "milestone")
                 lr = {"fixed": task.default_lr, "grid": grid["lr"] if grid else None}.get(row)
                 runs[row] = []
                 for seed, fs_lr in zip(seeds, fs, strict=True):
@@ -320,7 +328,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     for name, r in res["tasks"].items():
         for b in res["budgets"]:
             rb = r[str(b)]
-            for row in ("retune", "rt_cosine", "milestone"):
+            for row in ("retune", "rt_cosine", "rt_onecycle", "milestone"):
                 runs = [x for x in rb["runs"].get(row, []) if x and "history" in x]
                 if not runs:
                     continue
