@@ -462,8 +462,14 @@ def render(
         from benchmarks import ddp_cost
 
         parts.append(ddp_cost.render(results["ddp"]))
+    section = Path(__file__).resolve().parent / "retune_section.md"  # kept when a run leaves `retune` out
     if "retune" in results:
-        parts.append(retune.render(results["retune"], fig_dir, "figures"))
+        text = retune.render(results["retune"], fig_dir, "figures")
+        if not cfg.quick and out_dir.resolve() == section.parent:
+            section.write_text(text)
+        parts.append(text)
+    elif section.exists() and not cfg.quick:
+        parts.append(section.read_text())
     if "window" in results:
         from benchmarks import window
 

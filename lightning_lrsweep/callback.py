@@ -29,7 +29,16 @@ from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.history import SweepRecord, history_frame, plot_history, record_from_state, record_state
 from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line, sweep_progress
 from lightning_lrsweep.result import SuggestionRule, SweepResult
-from lightning_lrsweep.retune import RetuneDecision, bound_change, edge_distance, edge_retune
+from lightning_lrsweep.retune import (
+    PHASE_MAX_CHANGE,
+    RetuneDecision,
+    bound_change,
+    cosine_factor,
+    edge_distance,
+    edge_retune,
+    phase_retune,
+    scale_retune,
+)
 from lightning_lrsweep.schedule import retune_window
 from lightning_lrsweep.suggest import stability_edge
 from lightning_lrsweep.sweep import only_optimizer, run_race, run_sweep
@@ -130,7 +139,10 @@ class LRSweep(Callback):
         update_attr: write the LR into that attribute (the optimizer is updated in any case).
         retune_suggestion: how a re-tune moves the LR: ``"edge"`` (the default for named fit-start
             rules; see :mod:`lightning_lrsweep.retune`), a method name, or a callable. When
-            ``suggestion`` is a callable and this is ``None``, the callable serves re-tunes too.
+            ``suggestion`` is a callable and this is ``None``, the callable serves re-tunes too. With
+            ``"edge"``, a re-tune under a decay (a scheduler, or ``anneal``) scales the decay, and a re-tune at
+            a milestone or after layers were unfrozen or the accumulation changed sweeps the full range and
+            reads it with ``suggestion`` (moving at most 10x); any other rule serves every re-tune as given.
         retune_window: a re-tune sweeps from ``current / window`` to ``current × window``.
         retune_num_steps: optimizer steps of a re-tune sweep, at most.
         max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
@@ -150,6 +162,10 @@ class LRSweep(Callback):
         min_confidence: a fit-start suggestion whose :attr:`SweepResult.confidence` is below this warns.
         low_confidence: what a fit-start sweep below ``min_confidence`` does: ``"warn"`` (apply the suggestion)
             or ``"keep"`` (keep the LR the module started with).
+        anneal: with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer
+            and a known horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the
+            fit-start LR to 0 at the end of training, every optimizer step; re-tunes then scale that decay.
+            ``False`` holds the LR between re-tunes, which then also halve it on an annealing dip.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
@@ -188,6 +204,7 @@ class LRSweep(Callback):
         race_steps: int = 0,
         min_confidence: float = 0.2,
         low_confidence: str = "warn",
+        anneal: bool = True,
     ) -> None:
         self.config = SweepConfig(
             min_lr=min_lr,
@@ -239,6 +256,11 @@ class LRSweep(Callback):
         self.sweep_at_fit_start = sweep_at_fit_start
         self.sweep_on_resume = sweep_on_resume
         self.log_curves = log_curves
+        self.anneal = anneal
+        self._anneal_total: float | None = None  # optimizer steps of the run while annealing, else None
+        self._anneal_factor = 1.0  # the cosine factor now in the param groups' LRs
+        self._loaded_anneal_factor: float | None = None
+        self._phase: tuple[int, int, int] | None = None  # what was trained at the last sweep (see `_phase_now`)
         self._history: list[SweepRecord] = []
         self._attr: str | None = None
         self._distance: float | None = None
@@ -314,6 +336,29 @@ class LRSweep(Callback):
         # Lightning logs the constructor's hparams after `on_fit_start`: log them again with the tuned LR.
         if self._enabled and self.history:
             log_hparams(trainer, self._attr, self.history[-1].base_lr)
+        if not self._enabled:
+            return
+        self._phase = self._phase_now(trainer)
+        total = float(trainer.estimated_stepping_batches)
+        scheduled = self._scheduled(trainer)
+        periodic = self.every_n_epochs is not None and self.retune_suggestion == "edge"
+        annealing = self.anneal and periodic and not scheduled and math.isfinite(total)
+        self._anneal_total = total if annealing and total > 0 else None
+        # on resume the restored LRs already carry the decay: the factor saved with them
+        resumed = self._loaded_anneal_factor if trainer.ckpt_path is not None else None
+        self._anneal_factor = resumed if resumed is not None and self._anneal_total else 1.0
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._anneal_total is None:
+            return
+        factor = cosine_factor(trainer.global_step, self._anneal_total)
+        if factor != self._anneal_factor and self._anneal_factor > 0:
+            for group in only_optimizer(trainer, self.config.optimizer_idx).param_groups:
+                group["lr"] *= factor / self._anneal_factor
+            self._anneal_factor = factor
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -366,18 +411,20 @@ class LRSweep(Callback):
             "race_steps": (self.race_steps, 0),
             "min_confidence": (self.min_confidence, 0.2),
             "low_confidence": (self.low_confidence, "warn"),
+            "anneal": (self.anneal, True),
         }
         return {name: value for name, (value, default) in added.items() if value != default}
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """The sweep history (curves as float64 tensors), the fit-start distance and the schedule."""
+        """The sweep history (curves as float64 tensors), the fit-start distance, the schedule, the anneal's factor."""
         return {
             "version": 1,
             "history": [record_state(r) for r in self.history],
             "distance": self._distance,
             "every_n_epochs": self.every_n_epochs,
             "milestones": list(self.milestones),
+            "anneal_factor": self._anneal_factor,
         }
 
     @override
@@ -385,6 +432,7 @@ class LRSweep(Callback):
         """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
         self._history = [record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
+        self._loaded_anneal_factor = state_dict.get("anneal_factor")
         self._restored_retunes = {r.epoch for r in self.history if r.kind == "retune"}
         self._state_loaded = True
 
@@ -492,24 +540,86 @@ class LRSweep(Callback):
                 "(e.g. a schedule decayed it to 0), so there is no LR to sweep around or scale. Nothing is recorded."
             )
             return
-        low, high = retune_window(current, self.retune_window, self.config.max_lr)
-        config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
-        with sweep_progress(trainer, config.num_steps, f"LR sweep (epoch {trainer.current_epoch})") as on_step:
+        peak = self._peak(trainer, optimizer, current)
+        phase = self._phase_change(trainer)
+        if phase is not None:
+            # a new problem: a full-range sweep, read like the fit-start one
+            config = replace(self.config, min_stop_lr=current)
+            label = f"LR sweep (epoch {trainer.current_epoch}, {phase})"
+        else:
+            low, high = retune_window(current, self.retune_window, self.config.max_lr)
+            config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
+            label = f"LR sweep (epoch {trainer.current_epoch})"
+        with sweep_progress(trainer, config.num_steps, label) as on_step:
             result = run_sweep(trainer, config, on_step)
-        decision = self._decide(result, current)
+        self._phase = self._phase_now(trainer)
+        if phase is not None:
+            decision, bound = self._decide_phase(result, current, peak, phase), PHASE_MAX_CHANGE
+        else:
+            decision, bound = self._decide(result, current, peak), self.max_change
         if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
             # a clamp of under 1% changes nothing a user would act on: no warning
             rank_zero_warn(
                 f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.4g}, "
-                f"clamped to {decision.lr:.4g} (at most {self.max_change:g}x per re-tune, `max_change`)."
+                f"clamped to {decision.lr:.4g} (at most {bound:g}x per re-tune"
+                + (", `max_change`)." if phase is None else " at a phase change).")
             )
         if decision.lr != current:
             self._apply(trainer, pl_module, current, decision.lr)
         self._record(trainer, "retune", result, current, decision.target, decision.lr, decision.reason)
 
-    def _decide(self, result: SweepResult, current: float) -> RetuneDecision:
+    def _phase_now(self, trainer: pl.Trainer) -> tuple[int, int, int]:
+        """What is trained: the param groups, the trainable parameters and the batches accumulated per step."""
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
+        trainable = sum(p.numel() for p in trainer.lightning_module.parameters() if p.requires_grad)
+        return len(optimizer.param_groups), trainable, int(trainer.accumulate_grad_batches)
+
+    def _phase_change(self, trainer: pl.Trainer) -> str | None:
+        """Why this re-tune starts a new phase (a milestone, or a change since the last sweep), or ``None``.
+
+        Only the default ``"edge"`` re-tune rule reads phases apart; a rule the user gave serves every re-tune.
+        """
+        if self.retune_suggestion != "edge":
+            return None
+        if trainer.current_epoch in self.milestones:
+            return "milestone"
+        now = self._phase_now(trainer)
+        if self._phase is None or now == self._phase:
+            return None
+        if now[2] != self._phase[2]:
+            return "accumulation changed"
+        return "layers unfrozen" if now[0] != self._phase[0] or now[1] != self._phase[1] else None
+
+    def _scheduled(self, trainer: pl.Trainer) -> bool:
+        optimizer = only_optimizer(trainer, self.config.optimizer_idx)
+        return any(getattr(c.scheduler, "optimizer", None) is optimizer for c in trainer.lr_scheduler_configs)
+
+    def _peak(self, trainer: pl.Trainer, optimizer: Any, current: float) -> float | None:
+        """The scale of a running decay on the current LR's scale: a scheduler's peak, or the anneal's start.
+
+        ``None`` when the LR is held between re-tunes.
+        """
+        if self._scheduled(trainer):
+            group = optimizer.param_groups[reference_group(optimizer)]
+            values = [group.get(key) for key in ("lr", "initial_lr", "max_lr")]
+            return max(float(v) for v in values if is_number(v))
+        if self._anneal_total is not None and self._anneal_factor > 0:
+            return current / self._anneal_factor
+        return None
+
+    def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:
+        outcome = result.suggest()
+        if outcome.lr is not None:
+            edge = stability_edge(result.curve, result.diverged)
+            self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
+        decision = phase_retune(outcome.lr, current, peak if peak is not None else current)
+        return decision._replace(reason=f"{phase}: {decision.reason}")
+
+    def _decide(self, result: SweepResult, current: float, peak: float | None = None) -> RetuneDecision:
         if self.retune_suggestion == "edge":
             distance = self._distance if self._distance is not None else edge_distance(None, None)
+            if peak is not None:
+                return scale_retune(result.curve, current, peak, distance, self.max_change, diverged=result.diverged)
             return edge_retune(result.curve, current, distance, self.max_change, diverged=result.diverged)
         outcome = result.suggest(self.retune_suggestion)
         if outcome.lr is None:

@@ -14,10 +14,17 @@ every move:
 - up, when the edge lies so far above the current LR that the fit-start spacing between edge and
   LR, kept from the fit-start sweep, would put the LR more than ``up_margin`` times higher;
 - otherwise it keeps the current LR.
+
+Under a decaying LR — a scheduler, or the callback's own cosine anneal — a re-tune judges the decay's
+*scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and it never goes up
+(the peak came from a full-range sweep; a low LR late in a decay is no reason to raise it). A phase
+change (a milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
+the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +39,9 @@ DIP_NOISE_FACTOR = 1.0
 
 DIP_RELATIVE = 0.02
 """...and larger than this fraction of the starting loss."""
+
+PHASE_MAX_CHANGE = 10.0
+"""The largest factor a phase-change re-tune may move the LR's scale by (periodic ones: ``max_change``)."""
 
 
 class RetuneDecision(NamedTuple):
@@ -116,3 +126,79 @@ def edge_retune(
         where = "beyond the sweep's end" if edge.censored else f"at {edge.lr:.3g}"
         return RetuneDecision(lr, target, f"the stability edge lies {where}, well above the current LR", clamped)
     return RetuneDecision(current_lr, target, "the current LR is consistent with the stability edge; kept")
+
+
+def scale_retune(
+    curve: Curve,
+    current_lr: float,
+    peak_lr: float,
+    distance: float,
+    max_change: float = 2.0,
+    diverged: bool = True,
+    down_margin: float = 1.5,
+) -> RetuneDecision:
+    """Decide how to scale a decaying LR (a scheduler's, or the anneal's) after a mid-training sweep.
+
+    Down, by the edge rule, only when the loss already rises clearly below the LR training runs at now
+    (the decay has not kept training stable); otherwise the scale is kept. Never up: the peak came from a
+    full-range sweep, and an edge far above a decayed LR is what a decay is for (on the benchmark's tune
+    tasks, raising a OneCycle's peak by the edge measured mid-warm-up cost up to 17 points). No
+    annealing-dip rule either: the decay already anneals.
+
+    Args:
+        curve: the re-tune sweep, around ``current_lr``.
+        current_lr: the (scheduled) LR training runs at now.
+        peak_lr: the schedule's scale: its base or peak LR, on the same scale as ``current_lr``.
+        distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
+        max_change: the largest factor one re-tune may scale the schedule by.
+        diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
+        down_margin: how far below the current LR the edge must lie before the scale goes down.
+
+    Returns:
+        The decision, as the LR to train with now (every LR of the schedule scales by ``lr / current_lr``).
+
+    Examples:
+        >>> import numpy as np
+        >>> lrs = np.geomspace(1e-4, 1e-2, 30)
+        >>> flat = np.ones(30)  # nothing rises: the edge is beyond the window
+        >>> scale_retune(Curve(lrs, flat, flat), current_lr=1e-3, peak_lr=1e-1, distance=3.0).lr  # late in a decay
+        0.001
+    """
+    edge = stability_edge(curve, diverged)
+    if edge is None:
+        return RetuneDecision(current_lr, None, "too few finite points to locate the stability edge")
+    target = edge.lr / distance
+    if edge.lr * down_margin < current_lr and target < current_lr:
+        lr, clamped = bound_change(target, current_lr, max_change)
+        reason = f"the loss rises from {edge.lr:.3g}, below the scheduled LR: the schedule's scale goes down"
+        return RetuneDecision(lr, target, reason, clamped)
+    return RetuneDecision(current_lr, current_lr * target / peak_lr, "the schedule's scale is consistent; kept")
+
+
+def phase_retune(
+    suggested: float | None, current_lr: float, peak_lr: float, max_change: float = PHASE_MAX_CHANGE
+) -> RetuneDecision:
+    """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
+
+    Without a decay the peak is the current LR. The move is bounded by ``max_change``.
+
+    Args:
+        suggested: the fit-start rule's pick on a full-range sweep of the changed model (``None``: keep).
+        current_lr: the (scheduled) LR training runs at now.
+        peak_lr: the schedule's base or peak LR (``current_lr`` without a decay).
+        max_change: the largest factor the scale may move by.
+
+    Examples:
+        >>> phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr  # the peak goes from 0.1 to 0.3
+        0.15
+    """
+    if suggested is None:
+        return RetuneDecision(current_lr, None, "phase change: the full-range sweep gave no suggestion; kept")
+    factor, clamped = bound_change(suggested / peak_lr, 1.0, max_change)
+    reason = "phase change: the fit-start rule on a full-range sweep of the changed model sets the scale"
+    return RetuneDecision(current_lr * factor, current_lr * suggested / peak_lr, reason, clamped)
+
+
+def cosine_factor(step: int, total: float) -> float:
+    """Cosine anneal from 1 at step 0 to 0 at ``total`` steps (clipped there)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))

@@ -33,7 +33,7 @@ def test_benchmark_quick_one_task(tmp_path):
     assert "## Sweep cost" in readme
     assert "## Periodic re-tuning" in readme
     assert "ours: valley + race" in readme and "### Report-only set" not in readme  # one tune-split task
-    assert "### Fine-tuning" in readme
+    assert "### 1× budget: paired comparisons" in readme
     assert "## Re-tune stability to the window" in readme
     assert "## Sweep cost under FSDP2" in readme
     assert (out / "figures" / "quality_spiral_mlp_sgd.png").exists()

@@ -1,7 +1,24 @@
+from typing import Any
+
+import lightning.pytorch as pl
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback
+from models import Classifier, loader, trainer
+from torch import nn
 
-from lightning_lrsweep.retune import bound_change, edge_distance, edge_retune
+from lightning_lrsweep import LRSweep
+from lightning_lrsweep.retune import (
+    PHASE_MAX_CHANGE,
+    bound_change,
+    cosine_factor,
+    edge_distance,
+    edge_retune,
+    phase_retune,
+    scale_retune,
+)
 from lightning_lrsweep.suggest import Curve
 
 
@@ -62,3 +79,181 @@ def test_too_short_a_curve_keeps_the_lr():
     lrs = np.geomspace(1e-3, 1e-1, 3)
     decision = edge_retune(Curve(lrs, np.ones(3), np.ones(3)), 0.01, distance=5.0)
     assert decision.lr == 0.01 and decision.target is None
+
+
+# -- schedule-aware, phase and anneal rules (pure) -------------------------------------------------
+
+
+def test_scale_retune_never_goes_up_because_a_decay_went_low():
+    # late in a decay: the scheduled LR is 1e-3, the schedule's peak 0.1; the edge sits far above the current LR
+    curve = curve_with_edge(0.02, 1e-3 / 30, 1e-3 * 30)
+    assert edge_retune(curve, 1e-3, distance=5.0).lr > 1e-3  # the held-LR rule would go up
+    decision = scale_retune(curve, 1e-3, peak_lr=0.1, distance=5.0)
+    assert decision.lr == 1e-3 and "kept" in decision.reason
+
+
+def test_scale_retune_has_no_dip_rule_and_goes_down_only_on_instability():
+    dip = curve_with_edge(0.03, 0.01 / 30, 0.01 * 30, dip=0.03)
+    assert edge_retune(dip, 0.01, distance=5.0).lr == pytest.approx(0.005)  # held LR: the dip halves it
+    assert scale_retune(dip, 0.01, peak_lr=0.02, distance=5.0).lr == 0.01  # a decay anneals already
+    unstable = scale_retune(curve_with_edge(0.004, 0.01 / 30, 0.01 * 30), 0.01, peak_lr=0.02, distance=5.0)
+    assert unstable.lr == pytest.approx(0.005) and unstable.clamped and "scale goes down" in unstable.reason
+
+
+def test_scale_retune_never_goes_up():
+    curve = curve_with_edge(0.3, 0.01 / 30, 0.01 * 30)  # edge 30x the current LR: the held-LR rule goes up
+    assert edge_retune(curve, 0.01, distance=5.0).lr == pytest.approx(0.02)
+    assert scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0).lr == 0.01
+
+
+def test_phase_retune_sets_the_peak_within_its_wider_bound():
+    assert phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr == pytest.approx(0.15)
+    far = phase_retune(10.0, current_lr=0.01, peak_lr=0.01)
+    assert far.lr == pytest.approx(0.01 * PHASE_MAX_CHANGE) and far.clamped
+    assert phase_retune(None, current_lr=0.01, peak_lr=0.01).lr == 0.01
+
+
+def test_cosine_factor():
+    assert cosine_factor(0, 100) == 1.0
+    assert cosine_factor(50, 100) == pytest.approx(0.5)
+    assert cosine_factor(100, 100) == pytest.approx(0.0) and cosine_factor(150, 100) == pytest.approx(0.0)
+
+
+# -- in a real fit ----------------------------------------------------------------------------------
+
+
+class Plain(Classifier):
+    """No dropout or BatchNorm: a resumed run computes exactly what an uninterrupted one does."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+class TraceLR(Callback):
+    """The reference group's LR at every training batch, after the callbacks before it have set it."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def fit(model, callbacks, epochs=4, data=None, **kwargs):
+    seed_everything(3)
+    t = trainer(max_epochs=epochs, callbacks=callbacks, **kwargs)
+    t.fit(model, data if data is not None else loader(n=128))
+    return t
+
+
+def test_without_a_scheduler_periodic_retunes_anneal_along_a_cosine_over_the_run():
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    t = fit(Plain(), [sweep, trace])
+    total = t.estimated_stepping_batches
+    assert len(trace.lrs) == total == 16
+    scale = [lr / cosine_factor(step, total) for step, lr in enumerate(trace.lrs)]
+    retune_step = sweep.history[1].global_step  # 8: the re-tune at epoch 2 may rescale the decay, nothing else
+    assert scale[:retune_step] == pytest.approx([sweep.history[0].applied_lr] * retune_step)
+    assert scale[retune_step:] == pytest.approx([scale[retune_step]] * (total - retune_step))
+    assert trace.lrs[-1] < 0.05 * max(trace.lrs)  # annealed to almost 0 by the end
+    assert sweep.history[1].reason.endswith("kept") or "scale" in sweep.history[1].reason  # the decay's rule
+
+
+def test_anneal_false_holds_the_lr_between_retunes():
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10, anneal=False), TraceLR()
+    fit(Plain(), [sweep, trace])
+    assert trace.lrs[:8] == [sweep.history[0].applied_lr] * 8
+    assert trace.lrs[8:] == [sweep.history[1].applied_lr] * 8
+
+
+class Scheduled(Plain):
+    """A per-step scheduler: ``factor`` per step (1.0: constant)."""
+
+    def __init__(self, lr: float = 0.01, factor: float = 1.0) -> None:
+        super().__init__(lr=lr)
+        self.factor = factor
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_a_scheduler_is_not_annealed_on_top():
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    fit(Scheduled(factor=1.0), [sweep, trace])
+    assert trace.lrs[:8] == [sweep.history[0].applied_lr] * 8  # the constant schedule stays constant
+
+
+def test_a_retune_late_in_a_decay_keeps_its_scale():
+    # the LR falls 100x per epoch: at the epoch-2 re-tune it is 1e-4 of the peak, far below the stability edge
+    sweep = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=20)
+    t = fit(Scheduled(factor=0.01 ** (1 / 4)), [sweep], epochs=3)
+    record = sweep.history[1]
+    assert record.previous_lr == pytest.approx(sweep.history[0].applied_lr * 1e-4)
+    assert record.applied_lr == record.previous_lr and "kept" in record.reason
+    assert t.lr_scheduler_configs[0].scheduler.base_lrs == [pytest.approx(sweep.history[0].applied_lr)]
+
+
+class Backbone(Plain):
+    """A ``backbone`` for ``BackboneFinetuning``; the optimizer gets the trainable parameters only."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.backbone = self.net[:2]
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD([p for p in self.parameters() if p.requires_grad], lr=self.hparams.lr, momentum=0.9)
+
+
+def is_full_range(record, sweep) -> bool:
+    return record.result.lrs[0] == pytest.approx(sweep.config.min_lr)
+
+
+def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rule():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    sweep = LRSweep(every_n_epochs=1, num_steps=30, retune_num_steps=10, anneal=False)
+    fit(Backbone(), [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep])
+    unfreeze, after = sweep.history[2], sweep.history[3]
+    assert sweep.history[1].reason and not is_full_range(sweep.history[1], sweep)  # nothing changed at epoch 1
+    assert is_full_range(unfreeze, sweep) and len(unfreeze.result.lrs) > 10
+    assert unfreeze.reason.startswith("layers unfrozen: phase change")
+    assert unfreeze.applied_lr / unfreeze.previous_lr == pytest.approx(
+        min(max(unfreeze.result.suggestion() / unfreeze.previous_lr, 1 / PHASE_MAX_CHANGE), PHASE_MAX_CHANGE)
+    )
+    assert not is_full_range(after, sweep)  # the next re-tune is periodic again: a window around the LR
+
+
+def test_a_milestone_retune_sweeps_the_full_range():
+    sweep = LRSweep(milestones=[2], num_steps=30, retune_num_steps=10)
+    fit(Plain(), [sweep])
+    assert [r.epoch for r in sweep.history] == [0, 2]
+    assert is_full_range(sweep.history[1], sweep) and sweep.history[1].reason.startswith("milestone")
+
+
+def test_a_retune_after_the_accumulation_changes_is_a_phase_change():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    sweep = LRSweep(every_n_epochs=1, num_steps=30, retune_num_steps=10)
+    fit(Plain(), [GradientAccumulationScheduler({2: 2}), sweep], epochs=3)
+    assert [r.reason.split(":")[0] for r in sweep.history[1:]][1] == "accumulation changed"
+    assert is_full_range(sweep.history[2], sweep) and not is_full_range(sweep.history[1], sweep)
+
+
+def test_an_annealed_run_resumes_exactly(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def settings():
+        return LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10)
+
+    full = Plain()
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    fit(full, [settings(), ckpt], enable_checkpointing=True, data=loader(n=128, shuffle=False))
+    resumed = Plain()
+    seed_everything(3)
+    t = trainer(max_epochs=4, callbacks=[settings()])
+    t.fit(resumed, loader(n=128, shuffle=False), ckpt_path=tmp_path / "epoch=1.ckpt")
+    for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q)

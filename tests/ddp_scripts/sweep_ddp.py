@@ -333,7 +333,7 @@ def multinode(out: Path) -> dict[str, Any]:
 
     seed_everything(7)
     model = Recording(lr=0.01)
-    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6)
+    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6, anneal=False)  # the LR ends as applied
     t = ddp_trainer("ddp", devices=1, num_nodes=2, max_epochs=2, limit_train_batches=2, callbacks=[sweep])
     t.fit(model, loader())
     return {

@@ -242,7 +242,9 @@ def resume(out: Path) -> dict[str, Any]:
 
     def run(max_epochs: int, ckpt_path: Path | None = None, **kwargs: Any) -> tuple[LRSweep, ShardedMLP, pl.Trainer]:
         seed_everything(6)
-        sweep, model = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=6), ShardedMLP(lr=0.01)
+        # anneal=False: the 2-epoch leg would anneal over its own, shorter horizon
+        sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=6, anneal=False)
+        model = ShardedMLP(lr=0.01)
         t = sharded_trainer(max_epochs=max_epochs, **kwargs)
         t.callbacks.insert(0, sweep)  # type: ignore[attr-defined]
         t.fit(model, loader(), ckpt_path=ckpt_path)
@@ -277,7 +279,7 @@ def multinode() -> dict[str, Any]:
     """Under torchrun, one process per node (``data_parallel_size`` = nodes): the curves and the LR each ends with."""
     seed_everything(7)
     model = ShardedMLP(lr=0.01)
-    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6)
+    sweep = LRSweep(num_steps=10, every_n_epochs=1, retune_num_steps=6, anneal=False)  # the LR ends as applied
     t = trainer(
         accelerator="cpu",
         strategy=ModelParallelStrategy(),
