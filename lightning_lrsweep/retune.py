@@ -83,6 +83,20 @@ def annealing_dip(curve: Curve, current_lr: float) -> float | None:
     return dip if significant else None
 
 
+def _down_if_unstable(
+    edge_lr: float, target: float, current_lr: float, max_change: float, down_margin: float, below: str
+) -> RetuneDecision | None:
+    """Move down, towards ``target``, when the loss already rises more than ``down_margin`` below the current LR.
+
+    ``None`` otherwise: a sweep resolves the edge to a few steps, and training at an LR drives the edge to
+    about that LR, so an edge *at* the current LR is no evidence. ``below`` names the current LR in the reason.
+    """
+    if edge_lr * down_margin < current_lr and target < current_lr:
+        lr, clamped = bound_change(target, current_lr, max_change)
+        return RetuneDecision(lr, target, f"the loss rises from {edge_lr:.3g}, below {below}", clamped)
+    return None
+
+
 def edge_retune(
     curve: Curve,
     current_lr: float,
@@ -114,9 +128,9 @@ def edge_retune(
     if edge is None:
         return RetuneDecision(current_lr, None, "too few finite points to locate the stability edge")
     target = edge.lr / distance
-    if edge.lr * down_margin < current_lr and target < current_lr:
-        lr, clamped = bound_change(target, current_lr, max_change)
-        return RetuneDecision(lr, target, f"the loss rises from {edge.lr:.3g}, below the current LR", clamped)
+    down = _down_if_unstable(edge.lr, target, current_lr, max_change, down_margin, "the current LR")
+    if down is not None:
+        return down
     dip = annealing_dip(curve, current_lr)
     if dip is not None:
         lr = current_lr / max_change
@@ -168,10 +182,11 @@ def scale_retune(
     if edge is None:
         return RetuneDecision(current_lr, None, "too few finite points to locate the stability edge")
     target = edge.lr / distance
-    if edge.lr * down_margin < current_lr and target < current_lr:
-        lr, clamped = bound_change(target, current_lr, max_change)
-        reason = f"the loss rises from {edge.lr:.3g}, below the scheduled LR: the schedule's scale goes down"
-        return RetuneDecision(lr, target, reason, clamped)
+    down = _down_if_unstable(
+        edge.lr, target, current_lr, max_change, down_margin, "the scheduled LR: the schedule's scale goes down"
+    )
+    if down is not None:
+        return down
     return RetuneDecision(current_lr, current_lr * target / peak_lr, "the schedule's scale is consistent; kept")
 
 
