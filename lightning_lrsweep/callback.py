@@ -103,6 +103,18 @@ def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
         trainer.accumulate_grad_batches = previous
 
 
+def training_horizon(trainer: pl.Trainer) -> tuple[float, float]:
+    """The training batches ``max_epochs`` allows and the optimizer steps ``max_steps`` allows (``inf``: no limit).
+
+    Counted apart, not as ``estimated_stepping_batches`` does: a ``GradientAccumulationScheduler`` changes the
+    batches per step after it is read, and with manual optimization every optimizer's step counts in ``global_step``.
+    """
+    epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else math.inf
+    batches = float(trainer.num_training_batches) * epochs if epochs else 0.0
+    steps = float(trainer.max_steps) if trainer.max_steps >= 0 else math.inf
+    return batches, steps
+
+
 class LRSweep(Callback):
     r"""Find the learning rate with an LR range test at fit start, and re-tune it as training goes on.
 
@@ -164,7 +176,8 @@ class LRSweep(Callback):
             or ``"keep"`` (keep the LR the module started with).
         anneal: with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer
             and a known horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the
-            fit-start LR to 0 at the end of training, every optimizer step; re-tunes then scale that decay.
+            fit-start LR to 0 at the end of training (the last batch of ``max_epochs`` or the ``max_steps``-th
+            optimizer step, whichever comes first), at every training batch; re-tunes then scale that decay.
             ``False`` holds the LR between re-tunes, which then also halve it on an annealing dip.
 
     Raises:
@@ -257,7 +270,7 @@ class LRSweep(Callback):
         self.sweep_on_resume = sweep_on_resume
         self.log_curves = log_curves
         self.anneal = anneal
-        self._anneal_total: float | None = None  # optimizer steps of the run while annealing, else None
+        self._anneal_horizon: tuple[float, float] | None = None  # the run's (batches, steps) while annealing
         self._anneal_factor = 1.0  # the cosine factor now in the param groups' LRs
         self._loaded_anneal_factor: float | None = None
         self._phase: tuple[int, int, int] | None = None  # what was trained at the last sweep (see `_phase_now`)
@@ -339,22 +352,26 @@ class LRSweep(Callback):
         if not self._enabled:
             return
         self._phase = self._phase_now(trainer)
-        total = float(trainer.estimated_stepping_batches)
+        horizon = training_horizon(trainer)
         scheduled = self._scheduled(trainer)
         periodic = self.every_n_epochs is not None and self.retune_suggestion == "edge"
-        annealing = self.anneal and periodic and not scheduled and math.isfinite(total)
-        self._anneal_total = total if annealing and total > 0 else None
+        annealing = self.anneal and periodic and not scheduled and 0 < min(horizon) < math.inf
+        self._anneal_horizon = horizon if annealing else None
         # on resume the restored LRs already carry the decay: the factor saved with them
         resumed = self._loaded_anneal_factor if trainer.ckpt_path is not None else None
-        self._anneal_factor = resumed if resumed is not None and self._anneal_total else 1.0
+        self._anneal_factor = resumed if resumed is not None and self._anneal_horizon else 1.0
 
     @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._anneal_total is None:
+        if self._anneal_horizon is None:
             return
-        factor = cosine_factor(trainer.global_step, self._anneal_total)
+        batches, steps = self._anneal_horizon
+        # training stops at whichever limit comes first, so the decay follows the one nearer its end
+        factor = min(
+            cosine_factor(trainer.fit_loop.total_batch_idx, batches), cosine_factor(trainer.global_step, steps)
+        )
         if factor != self._anneal_factor and self._anneal_factor > 0:
             for group in only_optimizer(trainer, self.config.optimizer_idx).param_groups:
                 group["lr"] *= factor / self._anneal_factor
@@ -603,7 +620,7 @@ class LRSweep(Callback):
             group = optimizer.param_groups[reference_group(optimizer)]
             values = [group.get(key) for key in ("lr", "initial_lr", "max_lr")]
             return max(float(v) for v in values if is_number(v))
-        if self._anneal_total is not None and self._anneal_factor > 0:
+        if self._anneal_horizon is not None and self._anneal_factor > 0:
             return current / self._anneal_factor
         return None
 

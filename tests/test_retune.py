@@ -257,3 +257,44 @@ def test_an_annealed_run_resumes_exactly(tmp_path):
     t.fit(resumed, loader(n=128, shuffle=False), ckpt_path=tmp_path / "epoch=1.ckpt")
     for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_the_anneal_ends_near_zero_with_a_gradient_accumulation_scheduler():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    # 4 batches an epoch, 2 per optimizer step: 8 steps in all, where `estimated_stepping_batches` says 16
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    t = fit(Plain(), [GradientAccumulationScheduler({0: 2}), sweep, trace])
+    assert t.global_step == 8
+    assert trace.lrs[-1] < 0.05 * max(trace.lrs)  # annealed to almost 0 by the end, as without accumulation
+
+
+class TwoOptimizers(Plain):
+    """Manual optimization stepping two optimizers per batch: ``global_step`` counts both."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt_a, opt_b = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        first, second = self.net[0].parameters(), self.net[2].parameters()
+        return [torch.optim.SGD(first, lr=self.hparams.lr), torch.optim.SGD(second, lr=0.01)]
+
+
+def test_the_anneal_spans_the_run_when_two_optimizers_step_each_batch():
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10, optimizer_idx=0), TraceLR()
+    t = fit(TwoOptimizers(), [sweep, trace])
+    assert t.global_step == 32 and len(trace.lrs) == 16
+    assert min(trace.lrs) > 0  # not decayed to 0 halfway through
+    assert trace.lrs[7] == pytest.approx(sweep.history[0].applied_lr * cosine_factor(7, 16))  # before the re-tune
+    assert trace.lrs[-1] < 0.05 * max(trace.lrs)
