@@ -351,7 +351,8 @@ class LRSweep(Callback):
             log_hparams(trainer, self._attr, self.history[-1].base_lr)
         if not self._enabled:
             return
-        self._phase = self._phase_now(trainer)
+        with first_epoch_accumulation(trainer):  # a scheduler sets the accumulation only at the epoch start
+            self._phase = self._phase_now(trainer)
         horizon = training_horizon(trainer)
         scheduled = self._scheduled(trainer)
         periodic = self.every_n_epochs is not None and self.retune_suggestion == "edge"

@@ -298,3 +298,14 @@ def test_the_anneal_spans_the_run_when_two_optimizers_step_each_batch():
     assert min(trace.lrs) > 0  # not decayed to 0 halfway through
     assert trace.lrs[7] == pytest.approx(sweep.history[0].applied_lr * cosine_factor(7, 16))  # before the re-tune
     assert trace.lrs[-1] < 0.05 * max(trace.lrs)
+
+
+def test_an_accumulation_schedule_that_never_changes_is_no_phase_change():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    # the trainer's own `accumulate_grad_batches` is 1 until the scheduler sets 2 at the first epoch start
+    sweep = LRSweep(every_n_epochs=1, num_steps=30, retune_num_steps=10, anneal=False)
+    fit(Plain(), [GradientAccumulationScheduler({0: 2}), sweep], epochs=3)
+    assert [r.epoch for r in sweep.history] == [0, 1, 2]
+    assert not any(is_full_range(r, sweep) for r in sweep.history[1:])
+    assert not any("phase change" in r.reason for r in sweep.history[1:])
