@@ -41,7 +41,7 @@ from lightning_lrsweep.retune import (
 )
 from lightning_lrsweep.schedule import retune_window
 from lightning_lrsweep.suggest import stability_edge
-from lightning_lrsweep.sweep import only_optimizer, run_race, run_sweep
+from lightning_lrsweep.sweep import check_val_mode, only_optimizer, run_race, run_sweep
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -182,8 +182,9 @@ class LRSweep(Callback):
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer, `FSDPStrategy` or
-            DeepSpeed; shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
+            (raised before any training step: no LR attribute, not exactly one optimizer, ``val_batches`` without
+            validation data or with manual optimization, `FSDPStrategy` or DeepSpeed; shard with
+            ``ModelParallelStrategy`` and ``fully_shard`` instead).
 
     Examples:
         >>> from lightning.pytorch import Trainer
@@ -326,6 +327,7 @@ class LRSweep(Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Resume the history, or run the fit-start sweep: once the checkpoint (if any) has been restored."""
         only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
+        check_val_mode(trainer, self.config.val_batches)  # also when the first sweep is a re-tune
         resuming = trainer.ckpt_path is not None
         if resuming and not self._state_loaded:
             rank_zero_warn(
