@@ -238,6 +238,8 @@ class LRSweep(Callback):
             raise ValueError(f"`min_confidence` must be a number in [0, 1], got {min_confidence!r}.")
         if low_confidence not in LOW_CONFIDENCE_ACTIONS:
             raise ValueError(f"`low_confidence` must be one of {LOW_CONFIDENCE_ACTIONS}, got {low_confidence!r}.")
+        if not isinstance(anneal, bool):
+            raise ValueError(f"`anneal` must be True or False, got {anneal!r}.")
         self.race_steps = race_steps
         self.min_confidence = min_confidence
         self.low_confidence = low_confidence
