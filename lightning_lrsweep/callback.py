@@ -22,6 +22,7 @@ from lightning_lrsweep.apply import (
     get_lr_attr,
     is_usable_lr,
     reference_group,
+    scale_callbacks,
     set_lr_attr,
 )
 from lightning_lrsweep.config import SweepConfig, check_num_steps, check_suggestion
@@ -380,6 +381,7 @@ class LRSweep(Callback):
         if factor != self._anneal_factor and self._anneal_factor > 0:
             for group in only_optimizer(trainer, self.config.optimizer_idx).param_groups:
                 group["lr"] *= factor / self._anneal_factor
+            scale_callbacks(trainer.callbacks, self._anneal_factor, factor)  # type: ignore[attr-defined]
             self._anneal_factor = factor
 
     @override

@@ -309,3 +309,26 @@ def test_an_accumulation_schedule_that_never_changes_is_no_phase_change():
     assert [r.epoch for r in sweep.history] == [0, 1, 2]
     assert not any(is_full_range(r, sweep) for r in sweep.history[1:])
     assert not any("phase change" in r.reason for r in sweep.history[1:])
+
+
+class TraceRatio(Callback):
+    """The last group's LR over the first's at every training batch (a backbone's against the head's)."""
+
+    def __init__(self) -> None:
+        self.ratios: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        groups = trainer.optimizers[0].param_groups
+        self.ratios.append(groups[-1]["lr"] / groups[0]["lr"])
+
+
+def test_the_anneal_keeps_the_ratio_backbone_finetuning_set():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    # the backbone group joins at epoch 1 at 0.1x the head's LR; BackboneFinetuning resets it every epoch from its
+    # own record (here x1 per epoch), which the anneal must scale as it scales the group
+    unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda epoch: 1.0, should_align=False)
+    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceRatio()
+    fit(Backbone(), [unfreeze, sweep, trace], epochs=4)
+    assert len(sweep.history) == 1  # no re-tune: only the anneal moves the LRs
+    assert trace.ratios[4:] == pytest.approx([0.1] * 12)
