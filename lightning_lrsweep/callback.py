@@ -171,7 +171,8 @@ class LRSweep(Callback):
             the training loss (see :class:`~lightning_lrsweep.config.SweepConfig`); 0 uses the training loss.
         race_steps: after the fit-start sweep, train the suggestion and the ends of :attr:`SweepResult.interval`
             for this many optimizer steps each from the restored state, and apply the one with the lowest loss
-            (validation loss when there is a validation loader); 0 (the default) applies the suggestion.
+            (validation loss when there is a validation loader and automatic optimization); 0 (the default)
+            applies the suggestion.
         min_confidence: a fit-start suggestion whose :attr:`SweepResult.confidence` is below this warns.
         low_confidence: what a fit-start sweep below ``min_confidence`` does: ``"warn"`` (apply the suggestion)
             or ``"keep"`` (keep the LR the module started with).

@@ -544,8 +544,9 @@ def run_race(
 
     Each stretch runs through the sweep's own loop at a fixed LR (no divergence stop; NaN/Inf still stops), from
     the state restored exactly, so each candidate sees the same batches. The score is the validation loss over
-    the first batches of the validation loader after the stretch when there is one (:data:`RACE_VAL_BATCHES`, or
-    ``config.val_batches`` if more), else the mean training loss over the stretch's second half. A stretch that
+    the first batches of the validation loader after the stretch when there is one and the module optimizes
+    automatically (:data:`RACE_VAL_BATCHES`, or ``config.val_batches`` if more), else the mean training loss over
+    the stretch's second half. A stretch that
     ends on a NaN/Inf loss scores ``inf``.
 
     Args:
