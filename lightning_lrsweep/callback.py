@@ -179,7 +179,8 @@ class LRSweep(Callback):
         anneal: with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer
             and a known horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the
             fit-start LR to 0 at the end of training (the last batch of ``max_epochs`` or the ``max_steps``-th
-            optimizer step, whichever comes first), at every training batch; re-tunes then scale that decay.
+            optimizer step, whichever comes first), at every training batch; re-tunes then scale that decay. It
+            stops where a scheduler is attached mid-run (e.g. ``StochasticWeightAveraging``'s ``SWALR``).
             ``False`` holds the LR between re-tunes, which then also halve it on an annealing dip.
 
     Raises:
@@ -373,6 +374,9 @@ class LRSweep(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._anneal_horizon is None:
+            return
+        if self._scheduled(trainer):  # attached mid-run (e.g. StochasticWeightAveraging's SWALR): the LR is its now
+            self._anneal_horizon = None
             return
         batches, steps = self._anneal_horizon
         # training stops at whichever limit comes first, so the decay follows the one nearer its end

@@ -332,3 +332,14 @@ def test_the_anneal_keeps_the_ratio_backbone_finetuning_set():
     fit(Backbone(), [unfreeze, sweep, trace], epochs=4)
     assert len(sweep.history) == 1  # no re-tune: only the anneal moves the LRs
     assert trace.ratios[4:] == pytest.approx([0.1] * 12)
+
+
+def test_the_anneal_stops_where_stochastic_weight_averaging_takes_over_the_lr():
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    # SWA attaches its own scheduler (SWALR) at the second epoch (index 1), which holds `swa_lrs` from index 2 on
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=1)
+    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceLR()
+    fit(Plain(), [sweep, swa, trace], epochs=4)
+    assert trace.lrs[:4] == pytest.approx([sweep.history[0].applied_lr * cosine_factor(i, 16) for i in range(4)])
+    assert trace.lrs[8:] == pytest.approx([0.01] * 8)
