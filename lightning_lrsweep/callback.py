@@ -341,6 +341,7 @@ class LRSweep(Callback):
                 "different settings that shape the sweeps (range, steps, rules, window, `max_change`, schedule). "
                 "Re-tunes continue from the optimizer's restored LR; the LR attribute keeps the module's value."
             )
+            self._loaded_anneal_factor = None  # not an earlier checkpoint's: this one's LR carries no saved decay
         if resuming:
             self._restore_attr(pl_module)
         else:

@@ -343,3 +343,21 @@ def test_the_anneal_stops_where_stochastic_weight_averaging_takes_over_the_lr():
     fit(Plain(), [sweep, swa, trace], epochs=4)
     assert trace.lrs[:4] == pytest.approx([sweep.history[0].applied_lr * cosine_factor(i, 16) for i in range(4)])
     assert trace.lrs[8:] == pytest.approx([0.01] * 8)
+
+
+def test_a_resume_without_saved_state_does_not_reuse_an_earlier_resumes_anneal_factor(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def checkpointed(callbacks, name):
+        ckpt = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        fit(Plain(), [*callbacks, ckpt], enable_checkpointing=True, data=loader(n=128, shuffle=False))
+        return tmp_path / name / "epoch=1.ckpt"
+
+    annealed = checkpointed([LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10)], "annealed")
+    plain = checkpointed([], "plain")  # no LRSweep state; its LR stayed at 0.01
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    trainer(max_epochs=4, callbacks=[sweep]).fit(Plain(), loader(n=128, shuffle=False), ckpt_path=annealed)
+    with pytest.warns(UserWarning, match="without a saved history"):
+        t = trainer(max_epochs=4, callbacks=[sweep, trace])
+        t.fit(Plain(), loader(n=128, shuffle=False), ckpt_path=plain)
+    assert trace.lrs[0] == pytest.approx(0.01 * cosine_factor(8, 16))  # the restored LR joins the cosine
