@@ -22,6 +22,7 @@ from lightning_lrsweep.apply import (
     get_lr_attr,
     is_usable_lr,
     reference_group,
+    scale_callbacks,
     set_lr_attr,
 )
 from lightning_lrsweep.config import SweepConfig, check_num_steps, check_suggestion
@@ -41,7 +42,7 @@ from lightning_lrsweep.retune import (
 )
 from lightning_lrsweep.schedule import retune_window
 from lightning_lrsweep.suggest import stability_edge
-from lightning_lrsweep.sweep import only_optimizer, run_race, run_sweep
+from lightning_lrsweep.sweep import check_val_mode, only_optimizer, run_race, run_sweep
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -103,6 +104,18 @@ def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
         trainer.accumulate_grad_batches = previous
 
 
+def training_horizon(trainer: pl.Trainer) -> tuple[float, float]:
+    """The training batches ``max_epochs`` allows and the optimizer steps ``max_steps`` allows (``inf``: no limit).
+
+    Counted apart, not as ``estimated_stepping_batches`` does: a ``GradientAccumulationScheduler`` changes the
+    batches per step after it is read, and with manual optimization every optimizer's step counts in ``global_step``.
+    """
+    epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else math.inf
+    batches = float(trainer.num_training_batches) * epochs if epochs else 0.0
+    steps = float(trainer.max_steps) if trainer.max_steps >= 0 else math.inf
+    return batches, steps
+
+
 class LRSweep(Callback):
     r"""Find the learning rate with an LR range test at fit start, and re-tune it as training goes on.
 
@@ -158,19 +171,23 @@ class LRSweep(Callback):
             the training loss (see :class:`~lightning_lrsweep.config.SweepConfig`); 0 uses the training loss.
         race_steps: after the fit-start sweep, train the suggestion and the ends of :attr:`SweepResult.interval`
             for this many optimizer steps each from the restored state, and apply the one with the lowest loss
-            (validation loss when there is a validation loader); 0 (the default) applies the suggestion.
+            (validation loss when there is a validation loader and automatic optimization); 0 (the default)
+            applies the suggestion.
         min_confidence: a fit-start suggestion whose :attr:`SweepResult.confidence` is below this warns.
         low_confidence: what a fit-start sweep below ``min_confidence`` does: ``"warn"`` (apply the suggestion)
             or ``"keep"`` (keep the LR the module started with).
         anneal: with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer
             and a known horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the
-            fit-start LR to 0 at the end of training, every optimizer step; re-tunes then scale that decay.
+            fit-start LR to 0 at the end of training (the last batch of ``max_epochs`` or the ``max_steps``-th
+            optimizer step, whichever comes first), at every training batch; re-tunes then scale that decay. It
+            stops where a scheduler is attached mid-run (e.g. ``StochasticWeightAveraging``'s ``SWALR``).
             ``False`` holds the LR between re-tunes, which then also halve it on an annealing dip.
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
-            (raised before any training step: no LR attribute, not exactly one optimizer, `FSDPStrategy` or
-            DeepSpeed; shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
+            (raised before any training step: no LR attribute, not exactly one optimizer, ``val_batches`` without
+            validation data or with manual optimization, `FSDPStrategy` or DeepSpeed; shard with
+            ``ModelParallelStrategy`` and ``fully_shard`` instead).
 
     Examples:
         >>> from lightning.pytorch import Trainer
@@ -224,6 +241,8 @@ class LRSweep(Callback):
             raise ValueError(f"`min_confidence` must be a number in [0, 1], got {min_confidence!r}.")
         if low_confidence not in LOW_CONFIDENCE_ACTIONS:
             raise ValueError(f"`low_confidence` must be one of {LOW_CONFIDENCE_ACTIONS}, got {low_confidence!r}.")
+        if not isinstance(anneal, bool):
+            raise ValueError(f"`anneal` must be True or False, got {anneal!r}.")
         self.race_steps = race_steps
         self.min_confidence = min_confidence
         self.low_confidence = low_confidence
@@ -257,7 +276,7 @@ class LRSweep(Callback):
         self.sweep_on_resume = sweep_on_resume
         self.log_curves = log_curves
         self.anneal = anneal
-        self._anneal_total: float | None = None  # optimizer steps of the run while annealing, else None
+        self._anneal_horizon: tuple[float, float] | None = None  # the run's (batches, steps) while annealing
         self._anneal_factor = 1.0  # the cosine factor now in the param groups' LRs
         self._loaded_anneal_factor: float | None = None
         self._phase: tuple[int, int, int] | None = None  # what was trained at the last sweep (see `_phase_now`)
@@ -313,6 +332,7 @@ class LRSweep(Callback):
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Resume the history, or run the fit-start sweep: once the checkpoint (if any) has been restored."""
         only_optimizer(trainer, self.config.optimizer_idx)  # refuse a bad optimizer choice before any step
+        check_val_mode(trainer, self.config.val_batches)  # also when the first sweep is a re-tune
         resuming = trainer.ckpt_path is not None
         if resuming and not self._state_loaded:
             rank_zero_warn(
@@ -321,6 +341,7 @@ class LRSweep(Callback):
                 "different settings that shape the sweeps (range, steps, rules, window, `max_change`, schedule). "
                 "Re-tunes continue from the optimizer's restored LR; the LR attribute keeps the module's value."
             )
+            self._loaded_anneal_factor = None  # not an earlier checkpoint's: this one's LR carries no saved decay
         if resuming:
             self._restore_attr(pl_module)
         else:
@@ -338,26 +359,35 @@ class LRSweep(Callback):
             log_hparams(trainer, self._attr, self.history[-1].base_lr)
         if not self._enabled:
             return
-        self._phase = self._phase_now(trainer)
-        total = float(trainer.estimated_stepping_batches)
+        with first_epoch_accumulation(trainer):  # a scheduler sets the accumulation only at the epoch start
+            self._phase = self._phase_now(trainer)
+        horizon = training_horizon(trainer)
         scheduled = self._scheduled(trainer)
         periodic = self.every_n_epochs is not None and self.retune_suggestion == "edge"
-        annealing = self.anneal and periodic and not scheduled and math.isfinite(total)
-        self._anneal_total = total if annealing and total > 0 else None
+        annealing = self.anneal and periodic and not scheduled and 0 < min(horizon) < math.inf
+        self._anneal_horizon = horizon if annealing else None
         # on resume the restored LRs already carry the decay: the factor saved with them
         resumed = self._loaded_anneal_factor if trainer.ckpt_path is not None else None
-        self._anneal_factor = resumed if resumed is not None and self._anneal_total else 1.0
+        self._anneal_factor = resumed if resumed is not None and self._anneal_horizon else 1.0
 
     @override
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self._anneal_total is None:
+        if self._anneal_horizon is None:
             return
-        factor = cosine_factor(trainer.global_step, self._anneal_total)
+        if self._scheduled(trainer):  # attached mid-run (e.g. StochasticWeightAveraging's SWALR): the LR is its now
+            self._anneal_horizon = None
+            return
+        batches, steps = self._anneal_horizon
+        # training stops at whichever limit comes first, so the decay follows the one nearer its end
+        factor = min(
+            cosine_factor(trainer.fit_loop.total_batch_idx, batches), cosine_factor(trainer.global_step, steps)
+        )
         if factor != self._anneal_factor and self._anneal_factor > 0:
             for group in only_optimizer(trainer, self.config.optimizer_idx).param_groups:
                 group["lr"] *= factor / self._anneal_factor
+            scale_callbacks(trainer.callbacks, self._anneal_factor, factor)  # type: ignore[attr-defined]
             self._anneal_factor = factor
 
     @override
@@ -603,7 +633,7 @@ class LRSweep(Callback):
             group = optimizer.param_groups[reference_group(optimizer)]
             values = [group.get(key) for key in ("lr", "initial_lr", "max_lr")]
             return max(float(v) for v in values if is_number(v))
-        if self._anneal_total is not None and self._anneal_factor > 0:
+        if self._anneal_horizon is not None and self._anneal_factor > 0:
             return current / self._anneal_factor
         return None
 

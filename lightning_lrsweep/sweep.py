@@ -113,6 +113,32 @@ def val_data(trainer: pl.Trainer) -> Any | None:
     return source.dataloader() if source.is_defined() else None
 
 
+def check_val_mode(trainer: pl.Trainer, val_batches: int) -> None:
+    """Refuse validation-loss mode where it cannot run, before any step: manual optimization, no validation data.
+
+    Raises:
+        ValueError: ``val_batches`` > 0 with manual optimization or without validation data.
+    """
+    if not val_batches:
+        return
+    module = trainer.lightning_module
+    if module is not None and not module.automatic_optimization:
+        raise ValueError(
+            f"`val_batches={val_batches}` runs `training_step` on validation batches, but with manual "
+            "optimization `training_step` steps the optimizer. Use `val_batches=0` with manual optimization."
+        )
+    if trainer.val_dataloaders is None and not trainer.fit_loop.epoch_loop.val_loop._data_source.is_defined():
+        raise ValueError(no_val_data(val_batches))
+
+
+def no_val_data(val_batches: int) -> str:
+    """The error for validation-loss mode without validation data."""
+    return (
+        f"`val_batches={val_batches}` judges the LR sweep on validation batches, but the trainer has no validation "
+        "data: pass `val_dataloaders` to `fit`, define `val_dataloader`, or set `val_batches=0`."
+    )
+
+
 def validation_batches(trainer: pl.Trainer, count: int) -> list[Any]:
     """The first ``count`` validation batches, ready for ``training_step``; the RNG is left as it was.
 
@@ -121,10 +147,7 @@ def validation_batches(trainer: pl.Trainer, count: int) -> list[Any]:
     """
     data = val_data(trainer)
     if data is None:
-        raise ValueError(
-            f"`val_batches={count}` judges the LR sweep on validation batches, but the trainer has no validation "
-            "data: pass `val_dataloaders` to `fit`, define `val_dataloader`, or set `val_batches=0`."
-        )
+        raise ValueError(no_val_data(count))
     rng = RNGState.capture()  # starting an iterator draws a seed from the global RNG
     try:
         with private_iterators(data):
@@ -473,11 +496,7 @@ def run_sweep(trainer: pl.Trainer, config: SweepConfig, on_step: StepCallback | 
             f"The LR sweep needs an optimizer LR > 0 to keep the param groups' ratios, but the largest base LR "
             f"is {reference!r}. Start from any positive LR (e.g. 1e-3): a sweep's suggestion replaces it."
         )
-    if config.val_batches and not pl_module.automatic_optimization:
-        raise ValueError(
-            f"`val_batches={config.val_batches}` runs `training_step` on validation batches, but with manual "
-            "optimization `training_step` steps the optimizer. Use `val_batches=0` with manual optimization."
-        )
+    check_val_mode(trainer, config.val_batches)
     data = train_data(trainer)  # may build the loader, which draws from the RNG: snapshot after it
     val = validation_batches(trainer, config.val_batches) if config.val_batches else None
     snapshot = _snapshot(trainer, data, config)
@@ -525,8 +544,9 @@ def run_race(
 
     Each stretch runs through the sweep's own loop at a fixed LR (no divergence stop; NaN/Inf still stops), from
     the state restored exactly, so each candidate sees the same batches. The score is the validation loss over
-    the first batches of the validation loader after the stretch when there is one (:data:`RACE_VAL_BATCHES`, or
-    ``config.val_batches`` if more), else the mean training loss over the stretch's second half. A stretch that
+    the first batches of the validation loader after the stretch when there is one and the module optimizes
+    automatically (:data:`RACE_VAL_BATCHES`, or ``config.val_batches`` if more), else the mean training loss over
+    the stretch's second half. A stretch that
     ends on a NaN/Inf loss scores ``inf``.
 
     Args:

@@ -147,6 +147,8 @@ def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
         ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
         ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
         ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
+        ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
+        ({"anneal": None}, "`anneal` must be True or False, got None"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):

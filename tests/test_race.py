@@ -54,3 +54,15 @@ def test_no_race_by_default():
 def test_bad_race_steps_are_refused(bad):
     with pytest.raises(ValueError, match=r"`race_steps` must be an int >= 0.*got"):
         LRSweep(race_steps=bad)
+
+
+def test_a_race_under_manual_optimization_is_judged_on_the_training_loss():
+    from test_val_mode import Manual
+
+    # a manual `training_step` steps the optimizer, so it cannot score validation batches: the training loss decides
+    sweep = LRSweep(num_steps=30, race_steps=4, min_confidence=0.0)
+    seed_everything(7)
+    trainer(max_epochs=1, callbacks=[sweep]).fit(Manual(), loader(), val_dataloaders=loader(seed=1, shuffle=False))
+    race = sweep.history[0].result.race
+    assert race.judged_on == "training loss"
+    assert sweep.history[0].applied_lr == race.winner

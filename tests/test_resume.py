@@ -155,11 +155,23 @@ def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp
         {"sweep_at_fit_start": False},
         {"early_stop_threshold": 3.0},
         {"smoothing": 0.9},
+        {"val_batches": 2},
+        {"race_steps": 8},
+        {"min_confidence": 0.5},
+        {"low_confidence": "keep"},
+        {"anneal": False},
     ],
 )
 def test_every_setting_that_shapes_the_sweeps_is_in_the_state_key(change):
     assert LRSweep().state_key != LRSweep(**change).state_key
     assert LRSweep(**change).state_key == LRSweep(**change).state_key  # stable across instances
+
+
+def test_settings_added_after_0_1_0_keep_its_state_key_at_their_defaults():
+    # a checkpoint saved by 0.1.0 holds its state under a key without them: the defaults must still find it
+    key = LRSweep(every_n_epochs=2, val_batches=0, race_steps=0, min_confidence=0.2, low_confidence="warn").state_key
+    assert not any(name in key for name in ("val_batches", "race_steps", "confidence", "anneal"))
+    assert key.endswith("'retune_num_steps': 40, 'max_change': 2.0}")  # the last of 0.1.0's settings
 
 
 def test_two_instances_differing_only_in_retune_settings_restore_their_own_history(tmp_path):

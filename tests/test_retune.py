@@ -257,3 +257,107 @@ def test_an_annealed_run_resumes_exactly(tmp_path):
     t.fit(resumed, loader(n=128, shuffle=False), ckpt_path=tmp_path / "epoch=1.ckpt")
     for p, q in zip(full.parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_the_anneal_ends_near_zero_with_a_gradient_accumulation_scheduler():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    # 4 batches an epoch, 2 per optimizer step: 8 steps in all, where `estimated_stepping_batches` says 16
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    t = fit(Plain(), [GradientAccumulationScheduler({0: 2}), sweep, trace])
+    assert t.global_step == 8
+    assert trace.lrs[-1] < 0.05 * max(trace.lrs)  # annealed to almost 0 by the end, as without accumulation
+
+
+class TwoOptimizers(Plain):
+    """Manual optimization stepping two optimizers per batch: ``global_step`` counts both."""
+
+    def __init__(self, lr: float = 0.01) -> None:
+        super().__init__(lr=lr)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        opt_a, opt_b = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        first, second = self.net[0].parameters(), self.net[2].parameters()
+        return [torch.optim.SGD(first, lr=self.hparams.lr), torch.optim.SGD(second, lr=0.01)]
+
+
+def test_the_anneal_spans_the_run_when_two_optimizers_step_each_batch():
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10, optimizer_idx=0), TraceLR()
+    t = fit(TwoOptimizers(), [sweep, trace])
+    assert t.global_step == 32 and len(trace.lrs) == 16
+    assert min(trace.lrs) > 0  # not decayed to 0 halfway through
+    assert trace.lrs[7] == pytest.approx(sweep.history[0].applied_lr * cosine_factor(7, 16))  # before the re-tune
+    assert trace.lrs[-1] < 0.05 * max(trace.lrs)
+
+
+def test_an_accumulation_schedule_that_never_changes_is_no_phase_change():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    # the trainer's own `accumulate_grad_batches` is 1 until the scheduler sets 2 at the first epoch start
+    sweep = LRSweep(every_n_epochs=1, num_steps=30, retune_num_steps=10, anneal=False)
+    fit(Plain(), [GradientAccumulationScheduler({0: 2}), sweep], epochs=3)
+    assert [r.epoch for r in sweep.history] == [0, 1, 2]
+    assert not any(is_full_range(r, sweep) for r in sweep.history[1:])
+    assert not any("phase change" in r.reason for r in sweep.history[1:])
+
+
+class TraceRatio(Callback):
+    """The last group's LR over the first's at every training batch (a backbone's against the head's)."""
+
+    def __init__(self) -> None:
+        self.ratios: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        groups = trainer.optimizers[0].param_groups
+        self.ratios.append(groups[-1]["lr"] / groups[0]["lr"])
+
+
+def test_the_anneal_keeps_the_ratio_backbone_finetuning_set():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    # the backbone group joins at epoch 1 at 0.1x the head's LR; BackboneFinetuning resets it every epoch from its
+    # own record (here x1 per epoch), which the anneal must scale as it scales the group
+    unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda epoch: 1.0, should_align=False)
+    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceRatio()
+    fit(Backbone(), [unfreeze, sweep, trace], epochs=4)
+    assert len(sweep.history) == 1  # no re-tune: only the anneal moves the LRs
+    assert trace.ratios[4:] == pytest.approx([0.1] * 12)
+
+
+def test_the_anneal_stops_where_stochastic_weight_averaging_takes_over_the_lr():
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    # SWA attaches its own scheduler (SWALR) at the second epoch (index 1), which holds `swa_lrs` from index 2 on
+    swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=1)
+    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceLR()
+    fit(Plain(), [sweep, swa, trace], epochs=4)
+    assert trace.lrs[:4] == pytest.approx([sweep.history[0].applied_lr * cosine_factor(i, 16) for i in range(4)])
+    assert trace.lrs[8:] == pytest.approx([0.01] * 8)
+
+
+def test_a_resume_without_saved_state_does_not_reuse_an_earlier_resumes_anneal_factor(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def checkpointed(callbacks, name):
+        ckpt = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        fit(Plain(), [*callbacks, ckpt], enable_checkpointing=True, data=loader(n=128, shuffle=False))
+        return tmp_path / name / "epoch=1.ckpt"
+
+    annealed = checkpointed([LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10)], "annealed")
+    plain = checkpointed([], "plain")  # no LRSweep state; its LR stayed at 0.01
+    sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
+    trainer(max_epochs=4, callbacks=[sweep]).fit(Plain(), loader(n=128, shuffle=False), ckpt_path=annealed)
+    with pytest.warns(UserWarning, match="without a saved history"):
+        t = trainer(max_epochs=4, callbacks=[sweep, trace])
+        t.fit(Plain(), loader(n=128, shuffle=False), ckpt_path=plain)
+    assert trace.lrs[0] == pytest.approx(0.01 * cosine_factor(8, 16))  # the restored LR joins the cosine

@@ -75,3 +75,17 @@ def test_val_mode_with_manual_optimization_is_refused():
 def test_bad_val_batches_are_refused(bad):
     with pytest.raises(ValueError, match=r"`val_batches` must be an int >= 0.*got"):
         LRSweep(val_batches=bad)
+
+
+@pytest.mark.parametrize("manual", [False, True])
+def test_val_mode_is_refused_before_any_step_when_the_first_sweep_is_a_retune(manual):
+    # no fit-start sweep: the first sweep would run at epoch 1, after a whole epoch of training
+    sweep = LRSweep(val_batches=2, sweep_at_fit_start=False, every_n_epochs=1)
+    model = Manual() if manual else Classifier()
+    before = state(model)
+    t = trainer(max_epochs=2, callbacks=[sweep])
+    match = r"`val_batches=2`.*manual optimization" if manual else r"`val_batches=2`.*no validation data"
+    with pytest.raises(ValueError, match=match):
+        t.fit(model, loader(), val_dataloaders=loader() if manual else None)
+    assert t.global_step == 0
+    assert_same_state(before, state(model))
