@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from lightning_lrsweep.result import SuggestionRule, SweepResult
+from lightning_lrsweep.result import RaceResult, SuggestionRule, SweepResult
 from lightning_lrsweep.suggest import METHODS, MIN_POINTS, start_level
 
 if TYPE_CHECKING:
@@ -73,6 +73,19 @@ def record_state(record: SweepRecord) -> dict[str, Any]:
         "num_steps": result.num_steps,
         "mode": result.mode,
         "seconds": result.seconds,
+        "val_batches": result.val_batches,
+        "race": race_state(result.race) if result.race is not None else None,
+    }
+
+
+def race_state(race: RaceResult) -> dict[str, Any]:
+    """A race as plain Python values (candidates may be numpy floats, which ``weights_only`` loading refuses)."""
+    return {
+        "lrs": [float(lr) for lr in race.lrs],
+        "scores": [float(score) for score in race.scores],
+        "steps": int(race.steps),
+        "judged_on": race.judged_on,
+        "seconds": float(race.seconds),
     }
 
 
@@ -92,7 +105,10 @@ def record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> 
         epoch=state["epoch"],
         global_step=state.get("global_step", 0),
         seconds=state.get("seconds", 0.0),
+        val_batches=state.get("val_batches", 0),
     )
+    race = state.get("race")
+    result.race = RaceResult(**race) if race is not None else None
     return SweepRecord(
         kind=state["kind"],
         epoch=state["epoch"],

@@ -98,3 +98,23 @@ def test_a_negative_loss_is_drawn_relative_to_its_start_too():
         ys = np.asarray(line.get_ydata())
         assert np.median(ys[: max(3, len(ys) // 10)]) == pytest.approx(1.0, abs=0.1)  # each starts at 1
         assert np.all(np.diff(ys) * np.diff(smoothed) >= 0)  # and rises where its loss rises
+
+
+def test_a_record_keeps_its_validation_mode_and_race_through_a_checkpoint(tmp_path):
+    import torch
+
+    from lightning_lrsweep.history import SweepRecord, record_from_state, record_state
+    from lightning_lrsweep.result import RaceResult, SweepResult
+
+    lrs = np.geomspace(1e-4, 1.0, 20)
+    losses = 1 / (1 + 50 * lrs) + (lrs > 0.3) * 5
+    result = SweepResult(lrs, losses, losses, val_batches=3)
+    result.race = RaceResult(
+        lrs=[np.float64(1e-3), 3e-3], scores=[0.5, float("inf")], steps=8, judged_on="validation loss"
+    )
+    record = SweepRecord("fit_start", 0, 0, result, 1e-3, 3e-3, 1e-3, "race winner", 1e-3)
+    torch.save(record_state(record), tmp_path / "state.pt")
+    loaded = record_from_state(torch.load(tmp_path / "state.pt", weights_only=True), "valley").result
+    assert loaded.val_batches == 3
+    assert loaded.race == RaceResult(lrs=[1e-3, 3e-3], scores=[0.5, float("inf")], steps=8, judged_on="validation loss")
+    assert loaded.race.winner == 1e-3
