@@ -516,8 +516,7 @@ class LRSweep(Callback):
         ):
             result = run_sweep(trainer, self.config, on_step)
         outcome = result.suggest()
-        edge = stability_edge(result.curve, result.diverged)
-        self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
+        self._measure_distance(result, outcome.lr)
         applied, reason = self._fit_start_choice(trainer, result, previous, outcome.lr, outcome.reason)
         if applied is not None:
             self._apply(trainer, pl_module, previous, applied)
@@ -616,9 +615,7 @@ class LRSweep(Callback):
         now = self._phase_now(trainer)
         if self._phase is None or now == self._phase:
             return None
-        if now[2] != self._phase[2]:
-            return "accumulation changed"
-        return "layers unfrozen" if now[0] != self._phase[0] or now[1] != self._phase[1] else None
+        return "accumulation changed" if now[2] != self._phase[2] else "layers unfrozen"
 
     def _scheduled(self, trainer: pl.Trainer) -> bool:
         optimizer = only_optimizer(trainer, self.config.optimizer_idx)
@@ -637,11 +634,18 @@ class LRSweep(Callback):
             return current / self._anneal_factor
         return None
 
+    def _measure_distance(self, result: SweepResult, suggested: float | None) -> None:
+        """Keep the spacing between ``result``'s stability edge and the LR its full-range read ``suggested``.
+
+        Periodic re-tunes place the LR that far below the edge they measure (see :func:`edge_distance`).
+        """
+        edge = stability_edge(result.curve, result.diverged)
+        self._distance = edge_distance(edge.lr if edge else None, suggested)
+
     def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:
         outcome = result.suggest()
         if outcome.lr is not None:
-            edge = stability_edge(result.curve, result.diverged)
-            self._distance = edge_distance(edge.lr if edge else None, outcome.lr)
+            self._measure_distance(result, outcome.lr)
         decision = phase_retune(outcome.lr, current, peak if peak is not None else current)
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
