@@ -1,7 +1,7 @@
 """What a sweep step leaves visible: the progress bar (to show the sweep), and no callback hook."""
 
 from lightning.pytorch import seed_everything
-from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from models import Classifier, loader, trainer
 
 from lightning_lrsweep import LRSweep
@@ -38,7 +38,7 @@ def test_the_progress_bar_stays_visible_during_sweep_steps_and_no_hook_fires():
         def on_before_backward(self, loss):
             self.found.append(self.trainer.progress_bar_callback)
 
-    bar, seen = RichProgressBar(), SeesTheBar()
+    bar, seen = TQDMProgressBar(), SeesTheBar()
     seed_everything(3)
     sweeps = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
     callbacks = [sweeps, bar, seen]
@@ -48,7 +48,7 @@ def test_the_progress_bar_stays_visible_during_sweep_steps_and_no_hook_fires():
     t.fit(model, loader(n=128))
     sweep_steps = sum(len(record.result.lrs) for record in sweeps.history)
     assert len(model.found) == sweep_steps + t.global_step  # the module's own hook runs in sweep steps too
-    assert all(found is bar for found in model.found)  # ...and the bar (Rich's metrics column) finds itself there
+    assert all(found is bar for found in model.found)  # ...and the bar finds itself there (Rich's metrics column must)
     assert len(seen.found) == t.global_step == 8  # another callback's hook never runs in a sweep step
 
 
