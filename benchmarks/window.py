@@ -212,7 +212,7 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 def package_decision(case: dict[str, Any], label: str, distance: float) -> float:
     """The factor the package's ``edge`` rule gives on a stored sweep (what the measurement recorded)."""
     from lightning_lrsweep.retune import edge_retune
-    from lightning_lrsweep.suggest import zero_lag_curve
+    from lightning_lrsweep.suggestion_rules import zero_lag_curve
 
     d, current = case["decisions"][label], case["current_lr"]
     curve = zero_lag_curve(np.asarray(d["lrs"]), np.asarray(d["losses"]))
@@ -226,7 +226,7 @@ def shared_range_decision(case: dict[str, Any], label: str, distance: float, jud
     the kept points; the edge is censored at ×judge when the sweep went on past it).
     """
     from lightning_lrsweep.retune import edge_retune
-    from lightning_lrsweep.suggest import zero_lag_curve
+    from lightning_lrsweep.suggestion_rules import zero_lag_curve
 
     d, current = case["decisions"][label], case["current_lr"]
     lrs, losses = np.asarray(d["lrs"]), np.asarray(d["losses"])

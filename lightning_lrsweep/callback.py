@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +27,9 @@ from lightning_lrsweep.apply import (
 from lightning_lrsweep.config import SweepConfig, check_num_steps, check_suggestion
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.history import SweepRecord, history_frame, plot_history, record_from_state, record_state
-from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line, sweep_progress
+from lightning_lrsweep.optimizer_choice import only_optimizer
+from lightning_lrsweep.progress import first_epoch_accumulation, run_race_shown, run_sweep_shown
+from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import (
     PHASE_MAX_CHANGE,
@@ -40,9 +41,9 @@ from lightning_lrsweep.retune import (
     phase_retune,
     scale_retune,
 )
-from lightning_lrsweep.schedule import retune_window
-from lightning_lrsweep.suggest import stability_edge
-from lightning_lrsweep.sweep import check_val_mode, only_optimizer, run_race, run_sweep
+from lightning_lrsweep.schedule import retune_bounds
+from lightning_lrsweep.suggestion_rules import stability_edge
+from lightning_lrsweep.sweep_data import check_val_mode
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,24 +85,6 @@ def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback
         elif id(callback) not in moved:
             ordered.append(callback)
     return ordered
-
-
-@contextmanager
-def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
-    """Accumulate as the coming epoch will, while a fit-start sweep runs.
-
-    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
-    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
-    """
-    callbacks = trainer.callbacks  # type: ignore[attr-defined]
-    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
-    previous = trainer.accumulate_grad_batches
-    if scheduler is not None:
-        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
-    try:
-        yield
-    finally:
-        trainer.accumulate_grad_batches = previous
 
 
 def training_horizon(trainer: pl.Trainer) -> tuple[float, float]:
@@ -510,11 +493,7 @@ class LRSweep(Callback):
                 f"LRSweep needs a finite LR > 0 to sweep and scale from, but {source} of {type(pl_module).__name__} "
                 f"is {previous!r}. Start from any positive LR (e.g. 1e-3): the fit-start sweep replaces it."
             )
-        with (
-            first_epoch_accumulation(trainer),
-            sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step,
-        ):
-            result = run_sweep(trainer, self.config, on_step)
+        result = run_sweep_shown(trainer, self.config, "LR sweep (fit start)", fit_start=True)
         outcome = result.suggest()
         self._measure_distance(result, outcome.lr)
         applied, reason = self._fit_start_choice(trainer, result, previous, outcome.lr, outcome.reason)
@@ -548,9 +527,7 @@ class LRSweep(Callback):
         if not self.race_steps or interval is None:
             return suggested, "fit-start suggestion applied"
         candidates = sorted({interval.low, suggested, interval.high})
-        total = len(candidates) * self.race_steps
-        with sweep_progress(trainer, total, f"LR race ({len(candidates)} LRs)") as on_step:
-            result.race = run_race(trainer, self.config, candidates, self.race_steps, on_step)
+        result.race = run_race_shown(trainer, self.config, candidates, self.race_steps)
         winner = result.race.winner
         if winner is None:
             return suggested, "fit-start suggestion applied (every race candidate blew up)"
@@ -576,11 +553,10 @@ class LRSweep(Callback):
             config = replace(self.config, min_stop_lr=current)
             label = f"LR sweep (epoch {trainer.current_epoch}, {phase})"
         else:
-            low, high = retune_window(current, self.retune_window, self.config.max_lr)
+            low, high = retune_bounds(current, self.retune_window, self.config.max_lr)
             config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
             label = f"LR sweep (epoch {trainer.current_epoch})"
-        with sweep_progress(trainer, config.num_steps, label) as on_step:
-            result = run_sweep(trainer, config, on_step)
+        result = run_sweep_shown(trainer, config, label)
         self._phase = self._phase_now(trainer)
         if phase is not None:
             decision, bound = self._decide_phase(result, current, peak, phase), PHASE_MAX_CHANGE

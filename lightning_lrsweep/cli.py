@@ -411,7 +411,7 @@ def _quiet(enabled: bool) -> Iterator[None]:
 
 def suggestion_table(result: Any) -> str:
     """Every method's suggestion as a text table, the sweep's own method marked with ``*``."""
-    from lightning_lrsweep.suggest import METHODS
+    from lightning_lrsweep.suggestion_rules import METHODS
 
     lines = [
         f"LR sweep: {len(result.lrs)} steps from {result.min_lr:.3g} to {result.max_lr:.3g}, "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from lightning_lrsweep.result import SuggestionRule, SweepResult  # noqa: F401 (resolves the forward ref in SuggestionRule, for get_type_hints)
 from lightning_lrsweep.schedule import MODES
-from lightning_lrsweep.suggest import METHODS
+from lightning_lrsweep.suggestion_rules import METHODS
 
 MIN_STEPS = 5
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lightning_lrsweep.result import RaceResult, SuggestionRule, SweepResult
-from lightning_lrsweep.suggest import METHODS, MIN_POINTS, start_level
+from lightning_lrsweep.suggestion_rules import METHODS, MIN_POINTS, start_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,7 +183,7 @@ def relative_curve(result: SweepResult) -> tuple[np.ndarray, np.ndarray]:
 
     Mid-training losses are a fraction of the fit-start one: on one absolute axis the re-tunes' curves lie
     flat near zero. Relative to its own start, every curve starts at 1, and where it climbs back above 1 is
-    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggest.start_level`). For a positive
+    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggestion_rules.start_level`). For a positive
     loss that is ``loss / start``; ``1 + (loss - start) / |start|`` is the same there and also serves a loss
     that can be negative (a Gaussian negative log-likelihood, say).
     """

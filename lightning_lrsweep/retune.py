@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lightning_lrsweep.suggest import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
+from lightning_lrsweep.suggestion_rules import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
 
 DEFAULT_DISTANCE = 10.0
 """Edge-to-LR spacing used when the fit-start sweep gave none."""
@@ -71,7 +71,7 @@ def annealing_dip(curve: Curve, current_lr: float) -> float | None:
     """How far the smoothed loss falls below its starting level at LRs up to ``current_lr``.
 
     ``None`` unless the drop is larger than both ``DIP_NOISE_FACTOR`` noise units and ``DIP_RELATIVE`` of
-    the starting loss (see :func:`~lightning_lrsweep.suggest.start_level`).
+    the starting loss (see :func:`~lightning_lrsweep.suggestion_rules.start_level`).
     """
     usable = finite_prefix(curve)
     lower = usable.lrs <= current_lr

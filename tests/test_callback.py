@@ -8,7 +8,7 @@ from models import Classifier, assert_same_state, loader, state, trainer
 from torch.utils.data import DataLoader
 
 from lightning_lrsweep import LRSweep, LRSweepTuner
-from lightning_lrsweep.suggest import METHODS
+from lightning_lrsweep.suggestion_rules import METHODS
 
 
 def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", data=None, **trainer_kwargs):

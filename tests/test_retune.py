@@ -19,7 +19,7 @@ from lightning_lrsweep.retune import (
     phase_retune,
     scale_retune,
 )
-from lightning_lrsweep.suggest import Curve
+from lightning_lrsweep.suggestion_rules import Curve
 
 
 def curve_with_edge(edge: float, low: float, high: float, n: int = 40, dip: float = 0.0) -> Curve:

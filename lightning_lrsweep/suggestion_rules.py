@@ -135,7 +135,7 @@ METHODS: dict[str, Callable[[Curve], float]] = {
 }
 
 
-def suggest(curve: Curve, method: str) -> Suggestion:
+def rule_suggestion(curve: Curve, method: str) -> Suggestion:
     """Apply the named rule to the finite part of ``curve``; ``None`` with a reason when unusable."""
     if method not in METHODS:
         raise ValueError(f"`suggestion` must be one of {sorted(METHODS)} or a callable, got {method!r}.")
