@@ -155,9 +155,8 @@ def scale_retune(
 
     Down, by the edge rule, only when the loss already rises clearly below the LR training runs at now
     (the decay has not kept training stable); otherwise the scale is kept. Never up: the peak came from a
-    full-range sweep, and an edge far above a decayed LR is what a decay is for (on the benchmark's tune
-    tasks, raising a OneCycle's peak by the edge measured mid-warm-up cost up to 17 points). No
-    annealing-dip rule either: the decay already anneals.
+    full-range sweep, and an edge far above a decayed LR is what a decay is for (an edge measured during a
+    OneCycle's warm-up would raise its peak). No annealing-dip rule either: the decay already anneals.
 
     Args:
         curve: the re-tune sweep, around ``current_lr``.
