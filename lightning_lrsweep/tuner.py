@@ -13,10 +13,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from lightning_lrsweep.compat import allow_another_fit, end_fit_quietly, forget_train_loaders, is_spawn_launcher
-from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.config import SweepConfig, document_settings, from_arguments, reject_unknown
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.progress import run_sweep_shown
-from lightning_lrsweep.result import SweepResult, rule_label
+from lightning_lrsweep.result import SuggestionRule, SweepResult, rule_label
 from lightning_lrsweep.snapshot import RNGState
 
 
@@ -98,13 +98,25 @@ class LRSweepTuner:
     def __init__(self, trainer: pl.Trainer) -> None:
         self.trainer = trainer
 
-    def sweep(
+    @document_settings(SweepConfig)  # appends each setting's entry to `Args:`
+    def sweep(  # noqa: D417 (the settings are documented by `document_settings`)
         self,
         model: pl.LightningModule,
         train_dataloaders: Any = None,
         datamodule: pl.LightningDataModule | None = None,
         val_dataloaders: Any = None,
-        **sweep_args: Any,
+        *,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_steps: int = 100,
+        mode: str = "exponential",
+        early_stop_threshold: float | None = 4.0,
+        smoothing: float = 0.98,
+        suggestion: SuggestionRule = "valley",
+        snapshot_device: str | None = None,
+        optimizer_idx: int | None = None,
+        val_batches: int = 0,
+        **unknown: Any,
     ) -> SweepResult:
         """Sweep the LR of ``model`` once on the given data and return the :class:`SweepResult`.
 
@@ -113,16 +125,14 @@ class LRSweepTuner:
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
             val_dataloaders: validation data for validation-loss mode (``val_batches``), if no datamodule.
-            **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``, ``val_batches``
-                (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
-            TypeError: an unknown sweep argument.
+            TypeError: an unknown keyword argument (the message lists the sweep settings), before any step.
             ValueError: an argument out of range, a model the sweep cannot run on, or `FSDPStrategy` or
                 DeepSpeed (shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
         """
-        config = SweepConfig(**sweep_args)
+        reject_unknown("LRSweepTuner.sweep()", unknown, SweepConfig)
+        config = from_arguments(SweepConfig, locals())
         trainer = self.trainer
         check_strategy(trainer)
         probe = _SweepOnce(config)

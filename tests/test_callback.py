@@ -1,5 +1,7 @@
 """LRSweep in a real fit: no trace, applying, re-tuning, refusing bad input."""
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from models import Classifier, assert_same_state, loader, state, trainer
 from torch.utils.data import DataLoader
 
 from lightning_lrsweep import LRSweep, LRSweepTuner
+from lightning_lrsweep.config import CallbackConfig, SweepConfig, settings_of
 from lightning_lrsweep.suggestion_rules import METHODS
 
 
@@ -149,11 +152,39 @@ def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
         ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
         ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
         ({"anneal": None}, "`anneal` must be True or False, got None"),
+        ({"milestones": (1, 2.5)}, r"`milestones` must be epoch numbers >= 0, got \[1, 2.5\]"),
+        ({"attr_name": 3}, "`attr_name` must be None or an attribute name, got 3"),
+        ({"update_attr": "yes"}, "`update_attr` must be True or False, got 'yes'"),
+        ({"log_curves": 1}, "`log_curves` must be True or False, got 1"),
+        ({"optimizer_idx": -1}, r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0, got -1"),
+        ({"val_batches": True}, "`val_batches` must be an int >= 0 .*got True"),
+        ({"race_steps": -2}, r"`race_steps` must be an int >= 0 \(0: no race\), got -2"),
+        ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
+        ({"low_confidence": "drop"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'drop'"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRSweep(**kwargs)
+
+
+def test_the_signature_takes_every_setting_with_its_declared_type_and_default():
+    parameters = inspect.signature(LRSweep).parameters
+    declared = [f for config in (SweepConfig, CallbackConfig) for f in settings_of(config)]
+    assert {n: (p.annotation, p.default) for n, p in parameters.items()} == {
+        f.name: (f.type, f.default) for f in declared
+    }
+    doc = inspect.getdoc(LRSweep)
+    assert all(f"{f.name}: {f.metadata['meaning'][:20]}" in doc for f in declared)
+
+
+def test_milestones_are_kept_sorted_without_repeats_and_retunes_follow_a_callable_rule():
+    def rule(result):
+        return 0.1
+
+    sweep = LRSweep(milestones=(4, 1, 4), suggestion=rule)
+    assert sweep.settings.milestones == [1, 4] and sweep.settings.retune_suggestion is rule
+    assert LRSweep().settings.retune_suggestion == "edge"
 
 
 class NoLR(Classifier):

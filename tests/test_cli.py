@@ -16,6 +16,7 @@ from lightning_utilities.core.imports import RequirementCache
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep import cli as lrsweep_cli
 from lightning_lrsweep.cli import BuildError, LRSweepCLI, main
+from lightning_lrsweep.config import SweepConfig, settings_of
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -46,6 +47,15 @@ def test_help_on_every_subcommand(argv, expected, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
     assert "usage: lrsweep" in out and expected in out
+
+
+def test_sweep_help_lists_every_sweep_setting_with_its_meaning(capsys):
+    assert main(["sweep", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for f in settings_of(SweepConfig):
+        assert f"--sweep.{f.name} " in out
+        assert " ".join(f.metadata["meaning"].split())[:30] in out  # the meaning declared with the setting
+    assert "min_stop_lr" not in out  # set by re-tunes, not by users
 
 
 # -- a plain LightningCLI project: a module without configure_optimizers, its config written by `fit --print_config`
@@ -246,6 +256,8 @@ def test_print_config_shows_the_sweep_section(project, capsys):
         (["--config", "subclass.yaml", "--model.width=3"], "class_path 'lrsweep_user.Net': Option 'width' is not"),
         (["--config", "subclass.yaml", "--ckpt_path=last.ckpt"], "ckpt_path 'last.ckpt': a sweep starts from the"),
         (["--config", "subclass.yaml", "--min-lr=1e-5"], "unrecognized arguments: --min-lr=1e-5"),
+        (["--config", "subclass.yaml", "--sweep.min_stop_lr=1e-3"], "unrecognized arguments: --sweep.min_stop_lr"),
+        (["--config", "subclass.yaml", "--sweep.val_batches=-1"], "sweep: `val_batches` must be an int >= 0"),
         (["--config", "/nonexistent.yaml"], "File does not exist: '/nonexistent.yaml'"),
     ],
 )

@@ -37,7 +37,7 @@ def test_a_low_confidence_sweep_warns_and_keeps_the_lr_when_asked(action, kept):
     with pytest.warns(UserWarning, match="low confidence"):
         trainer(max_steps=2, callbacks=[sweep]).fit(model, noise_loader())
     record = sweep.history[0]
-    assert record.suggested_lr is not None and record.result.confidence < sweep.min_confidence
+    assert record.suggested_lr is not None and record.result.confidence < sweep.settings.min_confidence
     assert (model.lr == 0.01) == kept
     assert (record.applied_lr is None) == kept
 

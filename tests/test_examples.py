@@ -62,7 +62,7 @@ def test_lightning_cli_config_runs(tmp_path):
     config = EXAMPLES / "cli_config.yaml"
     cli = cli_main()(["fit", f"--config={config}", "--trainer.callbacks.num_steps=20", *TINY])
     (sweep,) = [c for c in cli.trainer.callbacks if isinstance(c, LRSweep)]
-    assert sweep.every_n_epochs == 2 and sweep.config.num_steps == 20 and len(sweep.history) == 1
+    assert sweep.settings.every_n_epochs == 2 and sweep.config.num_steps == 20 and len(sweep.history) == 1
     log_dir = tmp_path / "lrsweep_out" / "cli" / "version_0"
     assert yaml.safe_load((log_dir / "hparams.yaml").read_text())["lr"] == pytest.approx(cli.model.hparams.lr)
     assert (log_dir / "lr_sweep" / "epoch=0.csv").exists()

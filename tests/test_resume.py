@@ -188,12 +188,43 @@ def test_two_instances_differing_only_in_retune_settings_restore_their_own_histo
     assert summary(b2.history) == summary(b.history)
 
 
-def test_resuming_with_settings_that_change_the_state_key_warns_that_the_history_is_gone(tmp_path):
-    run(sweep(max_change=2.0), epochs=2, ckpt_dir=tmp_path)
-    resumed = sweep(max_change=3.0)  # another state_key: Lightning does not hand it the saved state
+def test_resuming_with_other_settings_warns_naming_them_and_keeps_the_history(tmp_path, recwarn):
+    first = sweep(max_change=2.0)
+    run(first, epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(max_change=3.0)  # another state_key: the state saved under the first one is taken
+    with pytest.warns(UserWarning, match=r"differ from the checkpoint's: `max_change` 2.0 -> 3.0 \(saved -> now\)"):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [0, 2]  # epoch 0 restored, not re-run; epoch 2 re-tuned
+    assert summary(resumed.history[:1]) == summary(first.history)
+    assert not [w for w in recwarn if "without a saved history" in str(w.message)]
+
+
+def test_a_checkpoint_that_kept_its_settings_only_in_the_key_is_resumed_with_other_settings(tmp_path):
+    first = sweep(max_change=float("inf"), milestones=[1])
+    run(first, epochs=2, ckpt_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    del checkpoint["callbacks"][first.state_key]["settings"]  # as 0.1.0 saved it
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    resumed = sweep(max_change=2.0, milestones=[1])
+    with pytest.warns(UserWarning, match="differ from the checkpoint's: `max_change` inf -> 2.0 "):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "old.ckpt")
+    assert summary(resumed.history[:2]) == summary(first.history)
+
+
+def test_a_history_that_tuned_another_lr_is_not_taken(tmp_path):
+    run(sweep(), epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(attr_name="lr")  # the same LR in fact, but named: the saved history may be another one's
     with pytest.warns(UserWarning, match="LRSweep resumes from .* without a saved history"):
         run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
     assert [r.epoch for r in resumed.history] == [2]  # epoch 0 not restored, not re-run; epoch 2 re-tuned
+
+
+def test_two_saved_histories_that_could_both_be_this_instances_are_left(tmp_path):
+    run([sweep(), sweep(max_change=3.0)], epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(max_change=4.0)
+    with pytest.warns(UserWarning, match="without a saved history"):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [2]
 
 
 def test_resuming_with_the_same_settings_does_not_warn(tmp_path, recwarn):

@@ -1,5 +1,6 @@
 """LRSweepTuner: one sweep on demand, the model untouched, the trainer reusable."""
 
+import inspect
 import logging
 import random
 
@@ -12,6 +13,7 @@ from models import Classifier, assert_same_state, blobs, loader, state, trainer
 from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
+from lightning_lrsweep.config import SweepConfig, settings_of
 
 
 def test_sweep_returns_a_result_and_leaves_the_model_as_it_was():
@@ -47,9 +49,28 @@ def test_bad_sweep_argument_is_refused_before_any_step():
     before = state(model)
     with pytest.raises(ValueError, match="`num_steps` must be an int >= 5, got 3"):
         LRSweepTuner(trainer()).sweep(model, loader(), num_steps=3)
-    with pytest.raises(TypeError, match="max_steps"):
-        LRSweepTuner(trainer()).sweep(model, loader(), max_steps=3)
     assert_same_state(before, state(model))
+
+
+@pytest.mark.parametrize("unknown", [{"foo": 1}, {"max_steps": 3}, {"min_stop_lr": 1e-3}, {"every_n_epochs": 2}])
+def test_an_unknown_argument_lists_the_sweep_settings_before_any_step(unknown):
+    model, t = Classifier(), trainer()
+    before = state(model)
+    (name,) = unknown
+    valid = ", ".join(f.name for f in settings_of(SweepConfig))
+    with pytest.raises(TypeError, match=rf"unknown argument\(s\) `{name}`; the sweep settings are: {valid}\.$"):
+        LRSweepTuner(t).sweep(model, loader(), **unknown)
+    assert_same_state(before, state(model))
+    assert t.global_step == 0 and t.state.fn is None  # fit never started
+
+
+def test_the_sweep_signature_takes_every_sweep_setting_with_its_declared_type_and_default():
+    parameters = inspect.signature(LRSweepTuner.sweep).parameters
+    keyword_only = {n: (p.annotation, p.default) for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert keyword_only == {f.name: (f.type, f.default) for f in settings_of(SweepConfig)}
+    assert all(
+        f"{f.name}: {f.metadata['meaning'][:20]}" in LRSweepTuner.sweep.__doc__ for f in settings_of(SweepConfig)
+    )
 
 
 @pytest.mark.parametrize("make_logger", [lambda root: True, TensorBoardLogger, CSVLogger], ids=["default", "tb", "csv"])
