@@ -199,7 +199,7 @@ class SweepConfig:
     suggestion: SuggestionRule = setting(
         "valley",
         'how the LR is picked from the curve (``LRSweep``: at fit start): ``"valley"``, ``"steepest"``, '
-        '``"minimum"``, ``"sma_slope"`` (see :mod:`lightning_lrsweep.suggest`), or a callable '
+        '``"minimum"``, ``"sma_slope"`` (see :mod:`lightning_lrsweep.suggestion_rules`), or a callable '
         "``(SweepResult) -> float | None``.",
         Allowed(f"one of {sorted(METHODS)} or a callable", is_rule),
     )
