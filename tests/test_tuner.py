@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, assert_same_state, blobs, loader, state, trainer
+from models import Blobs, Classifier, assert_same_state, blobs, loader, state, trainer
 from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
@@ -30,11 +30,6 @@ def test_trainer_can_fit_after_a_sweep():
     LRSweepTuner(t).sweep(model, loader(n=64), num_steps=10)
     t.fit(model, loader())
     assert t.global_step == 8
-
-
-class Blobs(LightningDataModule):
-    def train_dataloader(self):
-        return loader()
 
 
 def test_datamodule_is_accepted():
@@ -64,14 +59,6 @@ def test_sweep_writes_no_logs_and_keeps_the_users_logger(tmp_path, make_logger):
 class Failing(Classifier):
     def training_step(self, batch, batch_idx):
         raise RuntimeError("boom in training_step")
-
-
-def test_the_users_logger_is_back_after_a_sweep_that_raises(tmp_path):
-    t = trainer(logger=CSVLogger(tmp_path))
-    logger = t.logger
-    with pytest.raises(RuntimeError, match="boom in training_step"):
-        LRSweepTuner(t).sweep(Failing(), loader(n=64), num_steps=10)
-    assert t.logger is logger
 
 
 def test_a_fit_after_a_sweep_logs_and_checkpoints_into_the_loggers_version_folder(tmp_path):
@@ -125,11 +112,12 @@ def test_a_sweep_before_a_seeded_fit_leaves_the_fit_bit_for_bit_the_same():
     assert_same_state(fit_weights(sweep_first=False), fit_weights(sweep_first=True))
 
 
-def test_the_rng_is_restored_when_the_sweep_raises():
-    tuner, model = LRSweepTuner(trainer()), Failing()
-    before = rng_states()
+def test_a_sweep_that_raises_gives_back_the_users_logger_and_rng(tmp_path):
+    t, model = trainer(logger=CSVLogger(tmp_path)), Failing()
+    logger, before = t.logger, rng_states()
     with pytest.raises(RuntimeError, match="boom in training_step"):
-        tuner.sweep(model, datamodule=RandomSplit(), num_steps=10)
+        LRSweepTuner(t).sweep(model, datamodule=RandomSplit(), num_steps=10)
+    assert t.logger is logger
     assert_same_rng(before, rng_states())
 
 

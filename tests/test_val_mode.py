@@ -1,25 +1,14 @@
 """Validation-loss mode: a sweep judged on the loss over a few validation batches after each step."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning.pytorch import seed_everything
-from models import Classifier, assert_same_state, loader, state, trainer
+from models import Classifier, Manual, assert_same_state, loader, state, trainer
+from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep, LRSweepTuner
-
-
-class Manual(Classifier):
-    def __init__(self) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx):
-        opt = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        return loss
 
 
 def test_val_mode_records_the_eval_loss_on_the_first_validation_batches():
@@ -43,12 +32,8 @@ def test_val_mode_records_the_eval_loss_on_the_first_validation_batches():
 
 
 def test_a_fit_with_val_mode_equals_a_plain_fit_at_the_applied_lr():
-    def fit(callbacks, lr):
-        seed_everything(7)
-        model = Classifier(lr=lr)
-        t = trainer(max_epochs=2, callbacks=callbacks)
-        t.fit(model, loader(), val_dataloaders=loader(seed=1))  # a shuffled val loader draws from the RNG
-        return model, t
+    def fit(callbacks, lr):  # a shuffled validation loader draws from the RNG
+        return seeded_fit(partial(Classifier, lr=lr), callbacks, seed=7, epochs=2, val=loader(seed=1))
 
     sweep = LRSweep(num_steps=30, val_batches=2, min_confidence=0.0)
     swept, swept_trainer = fit([sweep], 0.05)
