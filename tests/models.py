@@ -11,6 +11,8 @@ from lightning.pytorch import seed_everything
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_lrsweep import LRSweepTuner
+
 
 def blobs(n: int = 256, features: int = 8, classes: int = 3, seed: int = 0) -> TensorDataset:
     """A separable classification problem: class centres plus noise."""
@@ -188,6 +190,16 @@ def fit(
     else:
         t.fit(module, data if data is not None else loader(), val, ckpt_path=ckpt_path)
     return module, t
+
+
+def sweep_by_fit(t: pl.Trainer, model: pl.LightningModule) -> None:
+    """A sweep the way the callback runs it: ``t`` fits ``model`` (its ``LRSweep`` sweeps at fit start)."""
+    t.fit(model, loader())
+
+
+def sweep_by_tuner(t: pl.Trainer, model: pl.LightningModule) -> None:
+    """A sweep the way the tuner runs it, on ``t``: 10 steps, no training."""
+    LRSweepTuner(t).sweep(model, loader(), num_steps=10)
 
 
 def state(module: nn.Module) -> dict[str, torch.Tensor]:

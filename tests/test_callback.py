@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch import seed_everything
-from models import Classifier, TwoOptimizers, assert_same_state, loader, state, trainer
+from models import Classifier, TwoOptimizers, assert_same_state, loader, state, sweep_by_fit, sweep_by_tuner, trainer
 from models import fit as seeded_fit
 
-from lightning_lrsweep import LRSweep, LRSweepTuner
+from lightning_lrsweep import LRSweep
 from lightning_lrsweep.suggest import METHODS
 
 
@@ -163,28 +163,21 @@ class NoLR(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def callback_fit(model):
-    trainer(callbacks=[LRSweep()]).fit(model, loader())
-
-
-def tuner_sweep(model):
-    LRSweepTuner(trainer()).sweep(model, loader())
-
-
 @pytest.mark.parametrize(
-    ("make", "run", "match"),
+    ("make", "sweep", "match"),
     [
-        (NoLR, callback_fit, "could not find the LR attribute of NoLR"),
-        (partial(Classifier, lr=0.0), callback_fit, "LR attribute `lr` of Classifier is 0.0"),
-        (partial(Classifier, lr=0.0), tuner_sweep, "largest base LR is 0.0"),
+        (NoLR, sweep_by_fit, "could not find the LR attribute of NoLR"),
+        (partial(Classifier, lr=0.0), sweep_by_fit, "LR attribute `lr` of Classifier is 0.0"),
+        (partial(Classifier, lr=0.0), sweep_by_tuner, "largest base LR is 0.0"),
     ],
     ids=["callback_without_lr_attribute", "callback_lr_attribute_zero", "tuner_optimizer_lr_zero"],
 )
-def test_an_unusable_lr_is_refused_before_any_step(make, run, match):
-    model = make()
+def test_an_unusable_lr_is_refused_before_any_step(make, sweep, match):
+    model, t = make(), trainer(callbacks=[LRSweep()] if sweep is sweep_by_fit else [])
     before = state(model)
     with pytest.raises(ValueError, match=match):
-        run(model)
+        sweep(t, model)
+    assert t.global_step == 0
     assert_same_state(before, state(model))
 
 

@@ -31,7 +31,18 @@ from matrix import (
     run,
     sweep_callback,
 )
-from models import Blobs, Classifier, Manual, TwoGroups, blobs, is_sweep_step, loader, trainer
+from models import (
+    Blobs,
+    Classifier,
+    Manual,
+    TwoGroups,
+    blobs,
+    is_sweep_step,
+    loader,
+    sweep_by_fit,
+    sweep_by_tuner,
+    trainer,
+)
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -304,16 +315,12 @@ def test_lazy_modules_initialised_before_fit():
     check_cell(Lazy)
 
 
-def test_uninitialised_lazy_modules_are_refused_before_any_step():
+@pytest.mark.parametrize("sweep", [sweep_by_fit, sweep_by_tuner], ids=["callback", "tuner"])
+def test_uninitialised_lazy_modules_are_refused_before_any_step(sweep):
     t = trainer(callbacks=[sweep_callback()])
     with pytest.raises(ValueError, match=r"\['net.0.weight', 'net.0.bias'\] are uninitialised lazy parameters"):
-        t.fit(Lazy(initialise=False), loader())
+        sweep(t, Lazy(initialise=False))
     assert t.global_step == 0
-
-
-def test_tuner_refuses_uninitialised_lazy_modules_too():
-    with pytest.raises(ValueError, match="uninitialised lazy parameters"):
-        LRSweepTuner(trainer()).sweep(Lazy(initialise=False), loader(), num_steps=10)
 
 
 # -- callbacks alongside --------------------------------------------------------------------------
@@ -511,7 +518,7 @@ def test_several_optimizers_without_a_valid_choice_are_refused_before_any_step(i
     assert t.global_step == 0
 
 
-@pytest.mark.parametrize("index", [-1, 1.0, True])
+@pytest.mark.parametrize("index", [-1, 1.0, True], ids=["negative", "float", "bool"])
 def test_bad_optimizer_idx_is_named(index):
     with pytest.raises(ValueError, match=r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0"):
         sweep_callback(optimizer_idx=index)

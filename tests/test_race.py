@@ -15,7 +15,7 @@ def fit(callbacks, lr=0.05, val=False, model=Classifier, epochs=2, **trainer_kwa
     return seeded_fit(partial(model, lr=lr), callbacks, seed=7, epochs=epochs, val=held_out, **trainer_kwargs)
 
 
-@pytest.mark.parametrize("val", [False, True])
+@pytest.mark.parametrize("val", [False, True], ids=["training_loss", "validation_loss"])
 def test_a_fit_with_a_race_equals_a_plain_fit_at_the_lr_it_picked(val):
     sweep = LRSweep(num_steps=40, race_steps=6, min_confidence=0.0)
     raced, raced_trainer = fit([sweep], val=val)
@@ -49,7 +49,7 @@ def test_no_race_by_default():
     assert sweep.history[0].applied_lr == sweep.history[0].suggested_lr
 
 
-@pytest.mark.parametrize("bad", [-1, 2.5, True, "10"])
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "10"], ids=["negative", "float", "bool", "str"])
 def test_bad_race_steps_are_refused(bad):
     with pytest.raises(ValueError, match=r"`race_steps` must be an int >= 0.*got"):
         LRSweep(race_steps=bad)

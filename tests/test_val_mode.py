@@ -56,13 +56,13 @@ def test_val_mode_with_manual_optimization_is_refused():
         LRSweepTuner(trainer()).sweep(Manual(), train_dataloaders=loader(), val_dataloaders=loader(), val_batches=2)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True])
+@pytest.mark.parametrize("bad", [-1, 1.5, True], ids=["negative", "float", "bool"])
 def test_bad_val_batches_are_refused(bad):
     with pytest.raises(ValueError, match=r"`val_batches` must be an int >= 0.*got"):
         LRSweep(val_batches=bad)
 
 
-@pytest.mark.parametrize("manual", [False, True])
+@pytest.mark.parametrize("manual", [False, True], ids=["automatic", "manual"])
 def test_val_mode_is_refused_before_any_step_when_the_first_sweep_is_a_retune(manual):
     # no fit-start sweep: the first sweep would run at epoch 1, after a whole epoch of training
     sweep = LRSweep(val_batches=2, sweep_at_fit_start=False, every_n_epochs=1)
