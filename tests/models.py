@@ -202,6 +202,12 @@ def sweep_by_tuner(t: pl.Trainer, model: pl.LightningModule) -> None:
     LRSweepTuner(t).sweep(model, loader(), num_steps=10)
 
 
+def marks(ax: Any) -> tuple[list[float], list[str]]:
+    """The x of every dashed marker line on a plot's ``ax``, and the legend's labels."""
+    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
+    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
+
+
 def state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

@@ -1,9 +1,7 @@
 import contextlib
 import io
-import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +14,6 @@ from lightning_utilities.core.imports import RequirementCache
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep import cli as lrsweep_cli
 from lightning_lrsweep.cli import BuildError, LRSweepCLI, main
-
-EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def test_demo_runs_for_the_epochs_given_into_the_folder_given(tmp_path, capsys, svg_backend):
@@ -337,14 +333,6 @@ def test_unwritable_out_is_one_line_before_any_training(tmp_path, capsys, comman
     err = captured.err.strip()
     assert err.startswith(f"lrsweep {command[0]}: error: --out {out}: cannot write there: ") and "\n" not in err
     assert captured.out == ""  # failed before the fit or sweep, not after it
-
-
-def test_the_example_script_sweeps_its_own_config(tmp_path, capsys):
-    cli_main = runpy.run_path(str(EXAMPLES / "cli.py"), run_name="example_cli")["main"]
-    args = ["sweep", f"--config={EXAMPLES / 'cli_config.yaml'}", "--sweep.num_steps=20", "--data.n=256"]
-    cli = cli_main([*args, "--trainer.logger=false", f"--out={tmp_path}"])
-    assert cli.result is not None and len(cli.result.lrs) <= 20
-    assert "* valley" in capsys.readouterr().out and (tmp_path / "lr_sweep.png").exists()
 
 
 def test_class_shortcuts_go_first_as_class_paths():

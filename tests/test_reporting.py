@@ -9,7 +9,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, Halving, loader, up_by_half
+from models import Classifier, Halving, loader, marks, up_by_half
 from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
@@ -68,12 +68,6 @@ def test_logging_curves_keeps_the_users_backend_and_leaves_no_figure_open(tmp_pa
     assert plt.get_fignums() == open_before
     for name in ("tb", "csv"):
         assert (tmp_path / name / "version_0" / "lr_sweep" / "epoch=1.png").stat().st_size > 1000
-
-
-def marks(ax):
-    """The x of every dashed marker line on ``ax``, and the legend's labels."""
-    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
-    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def fixed(lr):
