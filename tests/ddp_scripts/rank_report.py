@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -86,3 +90,13 @@ def close_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def main(report: Callable[[str, Path, int], dict[str, Any]]) -> None:
+    """``python SCRIPT MODE OUT``: every rank writes ``report(MODE, OUT, rank)`` to ``OUT/MODE_rank_<rank>.json``."""
+    mode, out = sys.argv[1], Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report(mode, out, rank), indent=1))
+    close_process_group()

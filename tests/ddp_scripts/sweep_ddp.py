@@ -5,8 +5,6 @@ Usage: python tests/ddp_scripts/sweep_ddp.py ddp|ddp_spawn|multinode OUT
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import warnings
 from functools import partial
@@ -22,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from models import Classifier, blobs, loader, state, trainer  # noqa: E402
-from rank_report import FailsOnRank, caught, close_process_group, curve, lrs_of, same  # noqa: E402  (this folder)
+from rank_report import FailsOnRank, caught, close_process_group, curve, lrs_of, main, same  # noqa: E402
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
@@ -297,19 +295,14 @@ SCENARIOS = {
 }
 
 
-def main() -> None:
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+def report(mode: str, out: Path, rank: int) -> dict[str, Any]:
     if mode == "ddp":
-        report = {name: scenario("ddp") for name, scenario in SCENARIOS.items()}
-        report["bit_for_bit"] = bit_for_bit("ddp", out, rank)
-    else:
-        report = {"ddp_spawn": spawned, "multinode": multinode}[mode](out)
-    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
-    close_process_group()
+        return {
+            **{name: scenario("ddp") for name, scenario in SCENARIOS.items()},
+            "bit_for_bit": bit_for_bit("ddp", out, rank),
+        }
+    return {"ddp_spawn": spawned, "multinode": multinode}[mode](out)
 
 
 if __name__ == "__main__":
-    main()
+    main(report)

@@ -7,7 +7,6 @@ Usage: python tests/ddp_scripts/sweep_fsdp.py fsdp|2d OUT   (fsdp: 2 processes; 
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
@@ -23,7 +22,7 @@ from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 from models import loader, trainer  # noqa: E402
-from rank_report import FailsOnRank, caught, close_process_group, curve, lrs_of, same  # noqa: E402  (this folder)
+from rank_report import FailsOnRank, caught, curve, lrs_of, main, same  # noqa: E402  (this folder)
 from torch import nn  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
@@ -265,31 +264,24 @@ def multinode() -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+def report(mode: str, out: Path, rank: int) -> dict[str, Any]:
     if mode == "2d":
-        report = {"tuner": tuner_curve(mesh2d=True)}
-    else:
-        report = {
-            "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
-            "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
-            "fsdp2_tuner": tuner_curve(tp=False),
-            "tp_tuner": tuner_curve(tp=True),
-            "tp_tuner_val": tuner_curve(tp=True, val_batches=1),
-            "restores_shards": restores_shards(),
-            "one_rank_nan": one_rank_nan(),
-            "raises_after_forward": one_rank_raises("training_step", raise_at=3),
-            "raises_in_backward": one_rank_raises("backward", raise_at=3),
-            "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
-            "resume": resume(out),
-            "example": example(),
-        }
-    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
-    close_process_group()
+        return {"tuner": tuner_curve(mesh2d=True)}
+    return {
+        "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
+        "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
+        "fsdp2_tuner": tuner_curve(tp=False),
+        "tp_tuner": tuner_curve(tp=True),
+        "tp_tuner_val": tuner_curve(tp=True, val_batches=1),
+        "restores_shards": restores_shards(),
+        "one_rank_nan": one_rank_nan(),
+        "raises_after_forward": one_rank_raises("training_step", raise_at=3),
+        "raises_in_backward": one_rank_raises("backward", raise_at=3),
+        "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
+        "resume": resume(out),
+        "example": example(),
+    }
 
 
 if __name__ == "__main__":
-    main()
+    main(report)
