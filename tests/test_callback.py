@@ -1,25 +1,22 @@
 """LRSweep in a real fit: no trace, applying, re-tuning, refusing bad input."""
 
 import inspect
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch import seed_everything
-from models import Classifier, assert_same_state, loader, state, trainer
-from torch.utils.data import DataLoader
+from models import Classifier, TwoOptimizers, assert_same_state, loader, state, sweep_by_fit, sweep_by_tuner, trainer
+from models import fit as seeded_fit
 
-from lightning_lrsweep import LRSweep, LRSweepTuner
+from lightning_lrsweep import LRSweep
 from lightning_lrsweep.config import CallbackConfig, SweepConfig, settings_of
 from lightning_lrsweep.suggestion_rules import METHODS
 
 
-def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", data=None, **trainer_kwargs):
-    seed_everything(7)
-    model = Classifier(lr=lr, optimizer=optimizer)
-    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
-    t.fit(model, data if data is not None else loader())
-    return model, t
+def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", **kwargs):
+    return seeded_fit(partial(Classifier, lr=lr, optimizer=optimizer), callbacks, seed=7, epochs=epochs, **kwargs)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -196,52 +193,27 @@ class NoLR(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_missing_lr_attribute_is_refused_before_any_step():
-    model = NoLR()
+@pytest.mark.parametrize(
+    ("make", "sweep", "match"),
+    [
+        (NoLR, sweep_by_fit, "could not find the LR attribute of NoLR"),
+        (partial(Classifier, lr=0.0), sweep_by_fit, "LR attribute `lr` of Classifier is 0.0"),
+        (partial(Classifier, lr=0.0), sweep_by_tuner, "largest base LR is 0.0"),
+    ],
+    ids=["callback_without_lr_attribute", "callback_lr_attribute_zero", "tuner_optimizer_lr_zero"],
+)
+def test_an_unusable_lr_is_refused_before_any_step(make, sweep, match):
+    model, t = make(), trainer(callbacks=[LRSweep()] if sweep is sweep_by_fit else [])
     before = state(model)
-    with pytest.raises(ValueError, match="could not find the LR attribute of NoLR"):
-        trainer(callbacks=[LRSweep()]).fit(model, loader())
-    assert_same_state(before, state(model))
-
-
-def test_a_zero_lr_attribute_is_refused_before_any_step():
-    model = Classifier(lr=0.0)
-    before = state(model)
-    with pytest.raises(ValueError, match="LR attribute `lr` of Classifier is 0.0"):
-        trainer(callbacks=[LRSweep()]).fit(model, loader())
-    assert_same_state(before, state(model))
-
-
-def test_the_tuner_refuses_an_optimizer_lr_of_zero_before_any_step():
-    model = Classifier(lr=0.0)
-    before = state(model)
-    with pytest.raises(ValueError, match="largest base LR is 0.0"):
-        LRSweepTuner(trainer()).sweep(model, loader())
+    with pytest.raises(ValueError, match=match):
+        sweep(t, model)
+    assert t.global_step == 0
     assert_same_state(before, state(model))
 
 
 def test_unknown_attr_name_is_named():
     with pytest.raises(AttributeError, match="`attr_name='base_lr'` was given"):
         trainer(callbacks=[LRSweep(attr_name="base_lr")]).fit(Classifier(), loader())
-
-
-class TwoOptimizers(Classifier):
-    def __init__(self):
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx):
-        opt_a, opt_b = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
-        self.manual_backward(loss)
-        opt_a.step()
-        opt_b.step()
-        return loss
-
-    def configure_optimizers(self):
-        half = len(list(self.parameters())) // 2
-        params = list(self.parameters())
-        return [torch.optim.SGD(params[:half], lr=self.hparams.lr), torch.optim.SGD(params[half:], lr=0.1)]
 
 
 def test_two_optimizers_are_refused_before_any_step():
@@ -261,15 +233,14 @@ def test_fast_dev_run_skips_with_a_warning():
     assert sweep.history == []
 
 
-def test_every_method_name_is_accepted():
-    for method in METHODS:
-        LRSweep(suggestion=method)
-
-
-def test_short_loader_is_cycled_to_reach_num_steps():
-    sweep = LRSweep(num_steps=30, early_stop_threshold=None, max_lr=0.1, suggestion=lambda r: 0.05)
-    fit([sweep], epochs=1, data=DataLoader(loader().dataset, batch_size=128))  # 2 batches per pass
-    assert len(sweep.history[0].result.lrs) == 30
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_name_picks_the_fit_start_lr(method):
+    sweep = LRSweep(suggestion=method, num_steps=30)
+    model, _ = fit([sweep], epochs=1, limit_train_batches=1)
+    record = sweep.history[0]
+    assert record.result.method == method
+    assert record.suggested_lr == record.result.suggest(method).lr and record.suggested_lr is not None
+    assert model.hparams.lr == record.applied_lr == record.suggested_lr
 
 
 class DecayToZero(Classifier):

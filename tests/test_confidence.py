@@ -29,7 +29,7 @@ def noise_loader() -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(512, 4, generator=torch.Generator().manual_seed(0))), batch_size=8)
 
 
-@pytest.mark.parametrize(("action", "kept"), [("warn", False), ("keep", True)])
+@pytest.mark.parametrize(("action", "kept"), [("warn", False), ("keep", True)], ids=["warn", "keep"])
 def test_a_low_confidence_sweep_warns_and_keeps_the_lr_when_asked(action, kept):
     seed_everything(0)
     model = NoiseOnly()
@@ -48,6 +48,7 @@ def test_a_low_confidence_sweep_warns_and_keeps_the_lr_when_asked(action, kept):
         ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
         ({"low_confidence": "skip"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'skip'"),
     ],
+    ids=["min_confidence", "low_confidence"],
 )
 def test_bad_confidence_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

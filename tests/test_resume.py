@@ -6,41 +6,31 @@ import yaml
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from models import Classifier, loader, trainer
-from torch import nn
+from models import Halving, Plain, fit, loader, trainer, up_by_half
 
 from lightning_lrsweep import LRSweep
-
-
-class Plain(Classifier):
-    """No dropout, so a resumed run (whose global RNG differs) computes exactly what an uninterrupted one does."""
-
-    def __init__(self, lr: float = 0.01) -> None:
-        super().__init__(lr=lr)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
 def sweep(**kwargs):
     return LRSweep(every_n_epochs=2, num_steps=15, retune_num_steps=10, **kwargs)
 
 
-class Halving(Plain):
-    """The LR halves every epoch, so a re-tune measures a scheduled LR below the base LR."""
-
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
-
-
 def run(callback, epochs, ckpt_dir=None, ckpt_path=None, model_cls=Plain, **trainer_kwargs):
-    seed_everything(5)
-    model = model_cls()
     callbacks = list(callback) if isinstance(callback, list) else [callback]
     if ckpt_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
-    t = trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None, **trainer_kwargs)
-    t.fit(model, loader(n=96, shuffle=False), ckpt_path=ckpt_path)
-    return model, t
+    data = loader(n=96, shuffle=False)
+    checkpointing = ckpt_dir is not None
+    return fit(
+        model_cls,
+        callbacks,
+        seed=5,
+        epochs=epochs,
+        data=data,
+        ckpt_path=ckpt_path,
+        enable_checkpointing=checkpointing,
+        **trainer_kwargs,
+    )
 
 
 def summary(history):
@@ -116,11 +106,6 @@ def test_a_second_fit_with_the_same_instance_retunes_again():
     run(callback, epochs=2)
     run(callback, epochs=2)
     assert [r.epoch for r in callback.history] == [0, 1, 0, 1]
-
-
-def up_by_half(result):
-    """A re-tune rule: 1.5x the LR the re-tune measured (the centre of its window)."""
-    return 1.5 * (result.min_lr * result.max_lr) ** 0.5
 
 
 def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp_path):

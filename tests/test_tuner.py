@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, assert_same_state, blobs, loader, state, trainer
+from models import Blobs, Classifier, assert_same_state, blobs, loader, state, trainer
 from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
@@ -24,19 +24,6 @@ def test_sweep_returns_a_result_and_leaves_the_model_as_it_was():
     assert len(result.lrs) >= 20 and result.suggestion() is not None
     assert_same_state(before, state(model))
     assert model.hparams.lr == 0.05
-
-
-def test_trainer_can_fit_after_a_sweep():
-    model = Classifier()
-    t = trainer(max_epochs=1)
-    LRSweepTuner(t).sweep(model, loader(n=64), num_steps=10)
-    t.fit(model, loader())
-    assert t.global_step == 8
-
-
-class Blobs(LightningDataModule):
-    def train_dataloader(self):
-        return loader()
 
 
 def test_datamodule_is_accepted():
@@ -87,19 +74,12 @@ class Failing(Classifier):
         raise RuntimeError("boom in training_step")
 
 
-def test_the_users_logger_is_back_after_a_sweep_that_raises(tmp_path):
-    t = trainer(logger=CSVLogger(tmp_path))
-    logger = t.logger
-    with pytest.raises(RuntimeError, match="boom in training_step"):
-        LRSweepTuner(t).sweep(Failing(), loader(n=64), num_steps=10)
-    assert t.logger is logger
-
-
 def test_a_fit_after_a_sweep_logs_and_checkpoints_into_the_loggers_version_folder(tmp_path):
     t = trainer(logger=CSVLogger(tmp_path, name="run"), enable_checkpointing=True, default_root_dir=tmp_path)
     model = Classifier()
     LRSweepTuner(t).sweep(model, loader(n=64), num_steps=10)
-    t.fit(model, loader(n=64))
+    t.fit(model, loader())
+    assert t.global_step == 8  # a whole epoch of 8 batches, none counted by the sweep
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     version = tmp_path / "run" / "version_0"
     assert (version / "metrics.csv").exists() and len(list((version / "checkpoints").glob("*.ckpt"))) == 1
@@ -146,11 +126,12 @@ def test_a_sweep_before_a_seeded_fit_leaves_the_fit_bit_for_bit_the_same():
     assert_same_state(fit_weights(sweep_first=False), fit_weights(sweep_first=True))
 
 
-def test_the_rng_is_restored_when_the_sweep_raises():
-    tuner, model = LRSweepTuner(trainer()), Failing()
-    before = rng_states()
+def test_a_sweep_that_raises_gives_back_the_users_logger_and_rng(tmp_path):
+    t, model = trainer(logger=CSVLogger(tmp_path)), Failing()
+    logger, before = t.logger, rng_states()
     with pytest.raises(RuntimeError, match="boom in training_step"):
-        tuner.sweep(model, datamodule=RandomSplit(), num_steps=10)
+        LRSweepTuner(t).sweep(model, datamodule=RandomSplit(), num_steps=10)
+    assert t.logger is logger
     assert_same_rng(before, rng_states())
 
 
