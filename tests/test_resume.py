@@ -91,13 +91,14 @@ def test_state_round_trip_and_two_instances_coexist(tmp_path):
 def test_resume_mid_epoch_does_not_repeat_that_epochs_retune(tmp_path):
     first = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
     seed_everything(5)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{step}", save_top_k=-1, every_n_train_steps=4)
     trainer(max_epochs=2, callbacks=[first, checkpoint], enable_checkpointing=True).fit(
         Plain(), loader(n=96, shuffle=False)
     )
-    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # mid epoch 1
+    mid_epoch_1 = tmp_path / "step=4.ckpt"  # 3 steps an epoch: written after epoch 1's re-tune, before its end
+    assert torch.load(mid_epoch_1, weights_only=True)["epoch"] == 1
     resumed = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
-    run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    run(resumed, epochs=3, ckpt_path=mid_epoch_1)
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
 
 
