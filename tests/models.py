@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -149,6 +150,16 @@ class TwoOptimizers(Plain):
     def configure_optimizers(self) -> Any:
         first, second = self.net[0].parameters(), self.net[2].parameters()
         return [torch.optim.SGD(first, lr=self.hparams.lr), torch.optim.SGD(second, lr=0.01)]
+
+
+class TraceLR(Callback):
+    """The first param group's LR at every training batch, as the callbacks listed before it have set it."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
 def trainer(**kwargs: Any) -> pl.Trainer:
