@@ -6,7 +6,6 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import seed_everything
 from models import Classifier, TwoOptimizers, assert_same_state, loader, state, sweep_by_fit, sweep_by_tuner, trainer
 from models import fit as seeded_fit
 
@@ -251,10 +250,8 @@ class DecayToZero(Classifier):
 
 def test_a_retune_at_lr_zero_is_skipped_with_a_warning():
     sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
-    seed_everything(7)
-    t = trainer(max_epochs=3, callbacks=[sweep])
     with pytest.warns(UserWarning, match="skipped the re-tune at epoch 2: the optimizer's LR is 0"):
-        t.fit(DecayToZero(), loader())
+        _, t = seeded_fit(DecayToZero, [sweep], seed=7, epochs=3)
     assert t.current_epoch == 3
     assert [r.epoch for r in sweep.history] == [0, 1]  # nothing recorded for the skipped re-tune
     assert t.optimizers[0].param_groups[0]["lr"] == 0.0
