@@ -213,6 +213,13 @@ def sweep_by_tuner(t: pl.Trainer, model: pl.LightningModule) -> None:
     LRSweepTuner(t).sweep(model, loader(), num_steps=10)
 
 
+def case_id(arguments: dict[str, Any] | list[str]) -> str:
+    """A parametrised case's test id: ``name=value`` per argument (a callable as such), or a command line's words."""
+    if isinstance(arguments, list):
+        return " ".join(arguments) or "no-arguments"
+    return ",".join(f"{k}={'callable' if callable(v) else repr(v)}" for k, v in arguments.items())
+
+
 def marks(ax: Any) -> tuple[list[float], list[str]]:
     """The x of every dashed marker line on a plot's ``ax``, and the legend's labels."""
     xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
