@@ -25,6 +25,7 @@ from lightning_lrsweep.apply import (
     scale_callbacks,
     set_lr_attr,
 )
+from lightning_lrsweep.compat import callback_state_key
 from lightning_lrsweep.config import (
     IDENTITY,
     CallbackConfig,
@@ -301,11 +302,11 @@ class LRSweep(Callback):
     def state_key(self) -> str:
         """The settings that shape what the sweeps measure or decide, so two instances keep their own history.
 
-        Settings of how results are shown or kept (``log_curves``, ``snapshot_device``, ``update_attr``,
-        ``sweep_on_resume``) are left out. Settings added after 0.1.0 appear only where they differ from their
-        defaults, so 0.1.0's checkpoints are still found (:func:`~lightning_lrsweep.config.key_settings`).
+        Settings of how results are shown or kept (declared with ``shapes=False`` in :mod:`lightning_lrsweep.config`)
+        are left out. Settings added after 0.1.0 appear only where they differ from their defaults, so 0.1.0's
+        checkpoints are still found (:func:`~lightning_lrsweep.config.key_settings`).
         """
-        return self._generate_state_key(**key_settings(self._shaping_settings()))
+        return callback_state_key(self, **key_settings(self._shaping_settings()))
 
     def _shaping_settings(self) -> dict[str, object]:
         return shaping_settings(self.config, self.settings)

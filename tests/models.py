@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -151,6 +152,16 @@ class TwoOptimizers(Plain):
         return [torch.optim.SGD(first, lr=self.hparams.lr), torch.optim.SGD(second, lr=0.01)]
 
 
+class TraceLR(Callback):
+    """The first param group's LR at every training batch, as the callbacks listed before it have set it."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
 def trainer(**kwargs: Any) -> pl.Trainer:
     defaults: dict[str, Any] = dict(
         accelerator="cpu",
@@ -200,6 +211,13 @@ def sweep_by_fit(t: pl.Trainer, model: pl.LightningModule) -> None:
 def sweep_by_tuner(t: pl.Trainer, model: pl.LightningModule) -> None:
     """A sweep the way the tuner runs it, on ``t``: 10 steps, no training."""
     LRSweepTuner(t).sweep(model, loader(), num_steps=10)
+
+
+def case_id(arguments: dict[str, Any] | list[str]) -> str:
+    """A parametrised case's test id: ``name=value`` per argument (a callable as such), or a command line's words."""
+    if isinstance(arguments, list):
+        return " ".join(arguments) or "no-arguments"
+    return ",".join(f"{k}={'callable' if callable(v) else repr(v)}" for k, v in arguments.items())
 
 
 def marks(ax: Any) -> tuple[list[float], list[str]]:

@@ -6,8 +6,17 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import seed_everything
-from models import Classifier, TwoOptimizers, assert_same_state, loader, state, sweep_by_fit, sweep_by_tuner, trainer
+from models import (
+    Classifier,
+    TwoOptimizers,
+    assert_same_state,
+    case_id,
+    loader,
+    state,
+    sweep_by_fit,
+    sweep_by_tuner,
+    trainer,
+)
 from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
@@ -126,40 +135,40 @@ def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
     assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.02)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"min_lr": 0}, "`min_lr` must be > 0, got 0"),
-        ({"min_lr": 1.0, "max_lr": 0.1}, "`max_lr` must be greater than `min_lr`"),
-        ({"num_steps": 4}, "`num_steps` must be an int >= 5, got 4"),
-        ({"mode": "cosine"}, "`mode` must be one of .* got 'cosine'"),
-        ({"suggestion": "best"}, "`suggestion` must be one of .* got 'best'"),
-        ({"every_n_epochs": 0}, "`every_n_epochs` must be an int >= 1 or None, got 0"),
-        ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
-        ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
-        ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
-        ({"max_change": 0.5}, "`max_change` must be a number >= 1"),
-        ({"max_change": "2x"}, "`max_change` must be a number >= 1 .*got '2x'"),
-        ({"retune_window": 1.0}, "`retune_window` must be a finite number > 1, got 1.0"),
-        ({"retune_num_steps": 2}, "`retune_num_steps` must be an int >= 5, got 2"),
-        ({"retune_num_steps": 7.5}, "`retune_num_steps` must be an int >= 5, got 7.5"),
-        ({"retune_window": float("inf")}, "`retune_window` must be a finite number > 1, got inf"),
-        ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
-        ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
-        ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
-        ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
-        ({"anneal": None}, "`anneal` must be True or False, got None"),
-        ({"milestones": (1, 2.5)}, r"`milestones` must be epoch numbers >= 0, got \[1, 2.5\]"),
-        ({"attr_name": 3}, "`attr_name` must be None or an attribute name, got 3"),
-        ({"update_attr": "yes"}, "`update_attr` must be True or False, got 'yes'"),
-        ({"log_curves": 1}, "`log_curves` must be True or False, got 1"),
-        ({"optimizer_idx": -1}, r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0, got -1"),
-        ({"val_batches": True}, "`val_batches` must be an int >= 0 .*got True"),
-        ({"race_steps": -2}, r"`race_steps` must be an int >= 0 \(0: no race\), got -2"),
-        ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
-        ({"low_confidence": "drop"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'drop'"),
-    ],
-)
+BAD_ARGUMENTS = [
+    ({"min_lr": 0}, "`min_lr` must be > 0, got 0"),
+    ({"min_lr": 1.0, "max_lr": 0.1}, "`max_lr` must be greater than `min_lr`"),
+    ({"num_steps": 4}, "`num_steps` must be an int >= 5, got 4"),
+    ({"mode": "cosine"}, "`mode` must be one of .* got 'cosine'"),
+    ({"suggestion": "best"}, "`suggestion` must be one of .* got 'best'"),
+    ({"every_n_epochs": 0}, "`every_n_epochs` must be an int >= 1 or None, got 0"),
+    ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
+    ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
+    ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
+    ({"max_change": 0.5}, "`max_change` must be a number >= 1"),
+    ({"max_change": "2x"}, "`max_change` must be a number >= 1 .*got '2x'"),
+    ({"retune_window": 1.0}, "`retune_window` must be a finite number > 1, got 1.0"),
+    ({"retune_num_steps": 2}, "`retune_num_steps` must be an int >= 5, got 2"),
+    ({"retune_num_steps": 7.5}, "`retune_num_steps` must be an int >= 5, got 7.5"),
+    ({"retune_window": float("inf")}, "`retune_window` must be a finite number > 1, got inf"),
+    ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
+    ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
+    ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
+    ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
+    ({"anneal": None}, "`anneal` must be True or False, got None"),
+    ({"milestones": (1, 2.5)}, r"`milestones` must be epoch numbers >= 0, got \[1, 2.5\]"),
+    ({"attr_name": 3}, "`attr_name` must be None or an attribute name, got 3"),
+    ({"update_attr": "yes"}, "`update_attr` must be True or False, got 'yes'"),
+    ({"log_curves": 1}, "`log_curves` must be True or False, got 1"),
+    ({"optimizer_idx": -1}, r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0, got -1"),
+    ({"val_batches": True}, "`val_batches` must be an int >= 0 .*got True"),
+    ({"race_steps": -2}, r"`race_steps` must be an int >= 0 \(0: no race\), got -2"),
+    ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
+    ({"low_confidence": "drop"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'drop'"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_ARGUMENTS, ids=[case_id(kwargs) for kwargs, _ in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRSweep(**kwargs)
@@ -251,10 +260,8 @@ class DecayToZero(Classifier):
 
 def test_a_retune_at_lr_zero_is_skipped_with_a_warning():
     sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
-    seed_everything(7)
-    t = trainer(max_epochs=3, callbacks=[sweep])
     with pytest.warns(UserWarning, match="skipped the re-tune at epoch 2: the optimizer's LR is 0"):
-        t.fit(DecayToZero(), loader())
+        _, t = seeded_fit(DecayToZero, [sweep], seed=7, epochs=3)
     assert t.current_epoch == 3
     assert [r.epoch for r in sweep.history] == [0, 1]  # nothing recorded for the skipped re-tune
     assert t.optimizers[0].param_groups[0]["lr"] == 0.0

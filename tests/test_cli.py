@@ -10,6 +10,7 @@ import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning_utilities.core.imports import RequirementCache
+from models import case_id
 
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep import cli as lrsweep_cli
@@ -30,7 +31,11 @@ def test_bad_epochs_is_one_clear_line(capsys):
     assert capsys.readouterr().err.strip() == "lrsweep demo: error: --epochs must be >= 1, got 0"
 
 
-@pytest.mark.parametrize(("argv", "expected"), [([], "demo"), (["demo"], "--epochs"), (["sweep"], "--sweep.min_lr")])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], "demo"), (["demo"], "--epochs"), (["sweep"], "--sweep.min_lr")],
+    ids=["lrsweep", "demo", "sweep"],
+)
 def test_help_on_every_subcommand(argv, expected, capsys):
     assert main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
@@ -227,27 +232,29 @@ def test_print_config_shows_the_sweep_section(project, capsys):
     assert printed["sweep"]["num_steps"] == 50 and printed["optimizer"]["class_path"] == "torch.optim.AdamW"
 
 
+BAD_SWEEP_ARGUMENTS = [
+    (["--model", "nosuchpkg.mod:Net"], "--model nosuchpkg.mod:Net: cannot import 'nosuchpkg.mod': ModuleNotFound"),
+    (["--model", "lightning_lrsweep.demo:Nope"], "module 'lightning_lrsweep.demo' has no attribute 'Nope'"),
+    (["--model", "lrsweep_user:Data"], "--model lrsweep_user:Data: <class 'lrsweep_user.Data'> is not a Lightn"),
+    (["--data", "lrsweep_user:Net"], "is not a LightningDataModule class"),
+    ([], "no model: pass --model PKG.MODULE:Class, or a --config whose `model:` section has a class_path"),
+    (["--config", "fixed.yaml"], "the `model` section names no class: pass --model PKG.MODULE:Class"),
+    (["--config", "subclass.yaml", "--sweep.num_steps=2"], "sweep: `num_steps` must be an int >= 5, got 2."),
+    (["--config", "subclass.yaml", "--sweep.num_steps=ten"], "key \"sweep.num_steps\": Expected a <class 'int'>"),
+    (["--config", "subclass.yaml", "--sweep.mode=log"], "sweep: `mode` must be one of ('exponential', 'linear')"),
+    (["--config", "subclass.yaml", "--sweep.suggestion=best"], "sweep: `suggestion` must be one of"),
+    (["--config", "subclass.yaml", "--sweep.max_lr=1e-9"], "`max_lr` must be greater than `min_lr`"),
+    (["--config", "subclass.yaml", "--model.width=3"], "class_path 'lrsweep_user.Net': Option 'width' is not"),
+    (["--config", "subclass.yaml", "--ckpt_path=last.ckpt"], "ckpt_path 'last.ckpt': a sweep starts from the"),
+    (["--config", "subclass.yaml", "--min-lr=1e-5"], "unrecognized arguments: --min-lr=1e-5"),
+    (["--config", "subclass.yaml", "--sweep.min_stop_lr=1e-3"], "unrecognized arguments: --sweep.min_stop_lr"),
+    (["--config", "subclass.yaml", "--sweep.val_batches=-1"], "sweep: `val_batches` must be an int >= 0"),
+    (["--config", "/nonexistent.yaml"], "File does not exist: '/nonexistent.yaml'"),
+]
+
+
 @pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--model", "nosuchpkg.mod:Net"], "--model nosuchpkg.mod:Net: cannot import 'nosuchpkg.mod': ModuleNotFound"),
-        (["--model", "lightning_lrsweep.demo:Nope"], "module 'lightning_lrsweep.demo' has no attribute 'Nope'"),
-        (["--model", "lrsweep_user:Data"], "--model lrsweep_user:Data: <class 'lrsweep_user.Data'> is not a Lightn"),
-        (["--data", "lrsweep_user:Net"], "is not a LightningDataModule class"),
-        ([], "no model: pass --model PKG.MODULE:Class, or a --config whose `model:` section has a class_path"),
-        (["--config", "fixed.yaml"], "the `model` section names no class: pass --model PKG.MODULE:Class"),
-        (["--config", "subclass.yaml", "--sweep.num_steps=2"], "sweep: `num_steps` must be an int >= 5, got 2."),
-        (["--config", "subclass.yaml", "--sweep.num_steps=ten"], "key \"sweep.num_steps\": Expected a <class 'int'>"),
-        (["--config", "subclass.yaml", "--sweep.mode=log"], "sweep: `mode` must be one of ('exponential', 'linear')"),
-        (["--config", "subclass.yaml", "--sweep.suggestion=best"], "sweep: `suggestion` must be one of"),
-        (["--config", "subclass.yaml", "--sweep.max_lr=1e-9"], "`max_lr` must be greater than `min_lr`"),
-        (["--config", "subclass.yaml", "--model.width=3"], "class_path 'lrsweep_user.Net': Option 'width' is not"),
-        (["--config", "subclass.yaml", "--ckpt_path=last.ckpt"], "ckpt_path 'last.ckpt': a sweep starts from the"),
-        (["--config", "subclass.yaml", "--min-lr=1e-5"], "unrecognized arguments: --min-lr=1e-5"),
-        (["--config", "subclass.yaml", "--sweep.min_stop_lr=1e-3"], "unrecognized arguments: --sweep.min_stop_lr"),
-        (["--config", "subclass.yaml", "--sweep.val_batches=-1"], "sweep: `val_batches` must be an int >= 0"),
-        (["--config", "/nonexistent.yaml"], "File does not exist: '/nonexistent.yaml'"),
-    ],
+    ("argv", "message"), BAD_SWEEP_ARGUMENTS, ids=[case_id(argv) for argv, _ in BAD_SWEEP_ARGUMENTS]
 )
 def test_sweep_bad_arguments_and_configs_are_one_line(project, monkeypatch, argv, message, capsys):
     monkeypatch.chdir(project)

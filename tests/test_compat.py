@@ -34,6 +34,7 @@ from models import (
     Blobs,
     Classifier,
     Manual,
+    TraceLR,
     TwoGroups,
     blobs,
     is_sweep_step,
@@ -147,14 +148,6 @@ def scheduled(kind: str, interval: str = "epoch"):
             return {"optimizer": opt, "lr_scheduler": config}
 
     return lambda lr: Scheduled(lr=lr)
-
-
-class TraceLR(Callback):
-    def __init__(self) -> None:
-        self.lrs: list[float] = []
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
 @pytest.mark.parametrize(

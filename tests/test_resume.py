@@ -6,7 +6,7 @@ import yaml
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from models import Halving, Plain, fit, loader, trainer, up_by_half
+from models import Halving, Plain, case_id, fit, loader, trainer, up_by_half
 
 from lightning_lrsweep import LRSweep
 
@@ -147,6 +147,7 @@ def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp
         {"low_confidence": "keep"},
         {"anneal": False},
     ],
+    ids=case_id,
 )
 def test_every_setting_that_shapes_the_sweeps_is_in_the_state_key(change):
     assert LRSweep().state_key != LRSweep(**change).state_key

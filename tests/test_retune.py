@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from models import Plain, TwoOptimizers, loader, trainer
+from models import Plain, TraceLR, TwoOptimizers, loader, trainer
 from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
@@ -122,16 +122,6 @@ def test_cosine_factor():
 
 
 # -- in a real fit ----------------------------------------------------------------------------------
-
-
-class TraceLR(Callback):
-    """The reference group's LR at every training batch, after the callbacks before it have set it."""
-
-    def __init__(self) -> None:
-        self.lrs: list[float] = []
-
-    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
 def fit(model, callbacks, epochs=4, data=None, **kwargs):

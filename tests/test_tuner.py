@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Blobs, Classifier, assert_same_state, blobs, loader, state, trainer
+from models import Blobs, Classifier, assert_same_state, blobs, case_id, loader, state, trainer
 from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
@@ -39,7 +39,9 @@ def test_bad_sweep_argument_is_refused_before_any_step():
     assert_same_state(before, state(model))
 
 
-@pytest.mark.parametrize("unknown", [{"foo": 1}, {"max_steps": 3}, {"min_stop_lr": 1e-3}, {"every_n_epochs": 2}])
+@pytest.mark.parametrize(
+    "unknown", [{"foo": 1}, {"max_steps": 3}, {"min_stop_lr": 1e-3}, {"every_n_epochs": 2}], ids=case_id
+)
 def test_an_unknown_argument_lists_the_sweep_settings_before_any_step(unknown):
     model, t = Classifier(), trainer()
     before = state(model)
