@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Config, RunCache, make_trainer, quiet, seed_all
+from benchmarks.markdown import table
 from benchmarks.peers import ours_available, ours_fingerprint
 from benchmarks.tasks import Task, adam, mlp
 
@@ -208,8 +209,6 @@ def run(cache: RunCache, cfg: Config, log=print) -> dict[str, Any]:  # noqa: ANN
 
 
 def render(res: dict[str, Any]) -> str:
-    from benchmarks.report import table
-
     def med(k: str) -> str:
         v = res.get(k) or []
         return f"{np.median(v):.2f}" if len(v) else "—"
@@ -250,7 +249,7 @@ def render(res: dict[str, Any]) -> str:
         "extra vs plain MB",
     ]
     lines = [
-        "## Sweep cost\n",
+        "# Sweep cost\n",
         f"Model: {res['description']} ({res['n_params'] / 1e6:.1f}M parameters, Adam; params + optimizer state = "
         f"{res['state_mb']:.0f} MB). N = {res['n_steps']} steps, batch 64, CPU, 1 thread. Sweeps use the window "
         f"{WINDOW[0]:g}…{WINDOW[1]:g} with early stop off so that both run all N steps. Ratios are per repeat "

@@ -98,7 +98,7 @@ def measure(steps: int, width: int) -> dict[str, float]:
 
 def run(cache: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
     """The report's DDP row, cached like every other benchmark run."""
-    from benchmarks.peers import ours_fingerprint
+    from benchmarks.peers import ours_fingerprint  # imported here: this file also runs as a script
 
     steps, width = (10, 64) if cfg.quick else (60, 256)
     key = {"task": "ddp_mlp", "steps": steps, "width": width, "package": ours_fingerprint()}
@@ -111,7 +111,7 @@ def run(cache: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
 
 
 def render(res: dict[str, Any]) -> str:
-    from benchmarks.report import table
+    from benchmarks.markdown import table  # imported here: this file also runs as a script
 
     single, ddp, reduce = res["single_s"], res["ddp_s"], res["reduce_s"]
     rows = [
@@ -124,11 +124,11 @@ def render(res: dict[str, Any]) -> str:
         ],
     ]
     return (
-        "## Sweep cost under DDP\n\n"
+        "# Sweep cost under DDP\n\n"
         f"`LRSweepTuner.sweep` on a 3-layer MLP of width {res['width']}, SGD, batch 64 per process, {res['steps']} "
         "steps, median of 3 timed sweeps per setting, one thread per process; both settings measured in one run "
         "(`benchmarks/ddp_cost.py`). On this shared 2-core machine the two DDP processes compete with each other and "
-        "with other jobs, so the ratio swings with the load (1.8–6.4 over earlier runs); the sweep's own cost is the "
+        "with other jobs, so the ratio swings with the load; the sweep's own cost is the "
         "one scalar all-reduce per micro-batch.\n\n"
         + table(["run", "ms / sweep step", "÷ 1 process", "the sweep's scalar all-reduce, ms"], rows)
         + "\n"

@@ -142,7 +142,7 @@ def measure(steps: int, width: int, repeats: int = 3) -> dict[str, Any]:
 
 def run(cache: Any, cfg: Any, log: Any = print) -> dict[str, Any]:
     """The report's FSDP2 rows, cached like every other benchmark run."""
-    from benchmarks.peers import ours_fingerprint
+    from benchmarks.peers import ours_fingerprint  # imported here: this file also runs as a script
 
     steps, width, repeats = (8, 64, 1) if cfg.quick else (40, 512, 3)
     key = {"task": "fsdp2_mlp", "steps": steps, "width": width, "repeats": repeats, "package": ours_fingerprint()}
@@ -165,7 +165,7 @@ def summary(res: dict[str, Any]) -> dict[str, float]:
 
 
 def render(res: dict[str, Any]) -> str:
-    from benchmarks.report import table
+    from benchmarks.markdown import table  # imported here: this file also runs as a script
 
     ranks, s = res["ranks"], summary(res)
     full = s["full_bytes"]
@@ -183,7 +183,7 @@ def render(res: dict[str, Any]) -> str:
     memory_goal = "met" if s["max_share"] <= 0.5 * 1.05 else "NOT met"
     time_goal = "met" if s["max_ratio"] <= 1.10 else "NOT met"
     return (
-        "## Sweep cost under FSDP2\n\n"
+        "# Sweep cost under FSDP2\n\n"
         f"`ModelParallelStrategy(data_parallel_size=2)` with `fully_shard` on each layer of a 3-layer MLP of width "
         f"{res['width']} (Adam, batch 64 per process), 2 CPU processes (gloo), one thread each "
         "(`benchmarks/fsdp_cost.py`). Memory: the bytes a sweep's snapshot holds on each rank after training steps, "

@@ -268,7 +268,7 @@ def fastai_valley(lrs: np.ndarray, raw: np.ndarray, smoothed: np.ndarray) -> flo
 
 
 def gmean_steepest_minimum(sw: dict[str, Any]) -> float | None:
-    """Geometric mean of our ``steepest`` and ``minimum`` suggestions (DESIGN.md: combining rules)."""
+    """Geometric mean of our ``steepest`` and ``minimum`` suggestions: a candidate rule that combines two readings."""
     a, b = sw["suggestions"].get("ours_steepest"), sw["suggestions"].get("ours_minimum")
     return None if a is None or b is None else float(np.sqrt(a * b))
 

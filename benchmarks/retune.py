@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Config, RunCache, lr_key, make_trainer, seed_all
+from benchmarks.markdown import table
 from benchmarks.peers import ours_available, ours_fingerprint
-from benchmarks.tasks import Task
+from benchmarks.tasks import TASKS, Task
 
 DEFAULT = "valley"  # the package default fit-start rule
 BUDGETS = (1, 3)
@@ -249,7 +250,7 @@ def fmt_cmp(task: Task, c: dict[str, Any]) -> str:
     return f"{med} ({c['w']}/{c['t']}/{c['l']})"
 
 
-# goal comparisons: (label, row, reference row)
+# paired comparisons: (label, row, reference row)
 COMPARISONS = (
     ("re-tune + cosine vs cosine", "rt_cosine", "fs_cosine"),
     ("re-tune + OneCycle vs OneCycle", "rt_onecycle", "fs_onecycle"),
@@ -264,9 +265,7 @@ COMPARISONS = (
 
 
 def summarize(res: dict[str, Any]) -> dict[str, Any]:
-    """Per task and budget: median metric per row, and every goal comparison."""
-    from benchmarks.tasks import TASKS
-
+    """Per task and budget: median metric per row, and every paired comparison."""
     out: dict[str, Any] = {}
     for name, r in res["tasks"].items():
         task = TASKS[name]
@@ -283,14 +282,11 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -> str:
-    from benchmarks.report import table
-    from benchmarks.tasks import TASKS
-
     if res.get("skipped"):
-        return f"## Periodic re-tuning and schedules\n\nSkipped: {res['skipped']}\n"
+        return f"# Periodic re-tuning and schedules\n\nSkipped: {res['skipped']}\n"
     summ = summarize(res)
     parts = [
-        "## Periodic re-tuning and schedules\n",
+        "# Periodic re-tuning and schedules\n",
         __doc__.split("\n\n", 1)[1].strip() + "\n",
         "Paired by seed (report-only tasks: "
         + ", ".join(sorted({str(len(r["seeds"])) for r in res["tasks"].values() if r["split"] == "report"}) or ["—"])
@@ -311,7 +307,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                 [f"`{name}`", r["split"], str(r[str(b)]["steps"])]
                 + [("—" if med.get(row) is None else f"{med[row]:.{nd}f}") for row in ROWS]
             )
-        parts.append(f"### {b}× budget: median metric per row (val acc %, regression val MSE)\n")
+        parts.append(f"## {b}× budget: median metric per row (val acc %, regression val MSE)\n")
         parts.append(table(["task", "split", "steps", *[f"`{r}`" for r in ROWS]], rows) + "\n")
         rows = []
         for name, r in res["tasks"].items():
@@ -321,7 +317,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                 [f"`{name}`", r["split"]]
                 + [fmt_cmp(task, cmps[label]) if label in cmps else "—" for label, _, _ in COMPARISONS]
             )
-        parts.append(f"### {b}× budget: paired comparisons, median Δ (W/T/L)\n")
+        parts.append(f"## {b}× budget: paired comparisons, median Δ (W/T/L)\n")
         parts.append(table(["task", "split", *[label for label, _, _ in COMPARISONS]], rows) + "\n")
     # cost and what the re-tunes did
     rows = []
@@ -347,7 +343,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                         "; ".join(moves),
                     ]
                 )
-    parts.append("### What the re-tunes did\n")
+    parts.append("## What the re-tunes did\n")
     parts.append(
         "Sweep steps as a fraction of training steps (median over seeds), and each seed's re-tune moves "
         "(new LR ÷ LR before the re-tune; 1 = kept), seeds separated by `;`.\n"
@@ -355,7 +351,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     parts.append(table(["task", "budget", "row", "every", "sweep steps", "re-tune moves per seed"], rows) + "\n")
     ft = {n: r for n, r in res["tasks"].items() if TASKS[n].unfreeze_at is not None}
     if ft:
-        parts.append("### Fine-tuning\n")
+        parts.append("## Fine-tuning\n")
         for name, r in ft.items():
             for b in res["budgets"]:
                 g = r[str(b)]["grid"]

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.common import Config, RunCache, make_trainer, seed_all
+from benchmarks.common import Config, RunCache, make_trainer, quiet, seed_all
+from benchmarks.markdown import table
 from benchmarks.peers import ours_available, ours_fingerprint
 from benchmarks.retune import DEFAULT, every_n
-from benchmarks.tasks import Task
+from benchmarks.tasks import TASKS, Task
 
 WINDOWS: tuple[tuple[str, float, int], ...] = (
     ("÷10…×10", 10.0, 40),
@@ -28,7 +29,7 @@ WINDOWS: tuple[tuple[str, float, int], ...] = (
     ("÷100…×100", 100.0, 40),
     ("÷100…×100, 80 steps", 100.0, 80),
 )
-"""(label, window, steps): the two windows of the issue at the default 40 steps, ÷100…×100 also at the ÷10…×10 sweep's
+"""(label, window, steps): the narrow and the wide window at the default 40 steps, ÷100…×100 also at the ÷10…×10 sweep's
 steps per decade, the package default window, and ÷10…×10 at 80 steps (a control: the same window, other steps)."""
 
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -38,7 +39,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
     ("÷10…×10", "÷10…×10, 80 steps"),
     ("÷100…×100", "÷100…×100, 80 steps"),
 )
-"""The windows the issue compares, then two controls: the same window swept with twice the steps."""
+"""Narrow against wide, the default against wide, then two controls: the same window swept with twice the steps."""
 
 
 def _retune_probe_class() -> type:
@@ -161,10 +162,8 @@ def counts(cs: list[dict[str, Any]], label: str) -> str:
 
 
 def render(res: dict[str, Any]) -> str:
-    from benchmarks.report import table
-
     if res.get("skipped"):
-        return f"## Re-tune stability to the window\n\nSkipped: {res['skipped']}\n"
+        return f"# Re-tune stability to the window\n\nSkipped: {res['skipped']}\n"
     names = list(res["tasks"])
     pair_head = [f"{a} vs {b}" for a, b in PAIRS]
     rows = []
@@ -180,7 +179,7 @@ def render(res: dict[str, Any]) -> str:
         rows.append(row)
     seeds = {len(t["runs"]) for t in res["tasks"].values()}
     return (
-        "## Re-tune stability to the window\n\n"
+        "# Re-tune stability to the window\n\n"
         "The same trained state re-tuned with different windows (`benchmarks/window.py`): each task and seed trains "
         "under `LRSweep` from its fit-start LR, and at the re-tune benchmark's first and second re-tune epochs (k, 2k) "
         "the package's re-tune (`LRSweep._retune`: sweep around the current LR, then the `edge` rule) runs once per "
@@ -212,7 +211,7 @@ def summary(res: dict[str, Any]) -> dict[str, Any]:
 def package_decision(case: dict[str, Any], label: str, distance: float) -> float:
     """The factor the package's ``edge`` rule gives on a stored sweep (what the measurement recorded)."""
     from lightning_lrsweep.retune import edge_retune
-    from lightning_lrsweep.suggest import zero_lag_curve
+    from lightning_lrsweep.suggestion_rules import zero_lag_curve
 
     d, current = case["decisions"][label], case["current_lr"]
     curve = zero_lag_curve(np.asarray(d["lrs"]), np.asarray(d["losses"]))
@@ -226,7 +225,7 @@ def shared_range_decision(case: dict[str, Any], label: str, distance: float, jud
     the kept points; the edge is censored at ×judge when the sweep went on past it).
     """
     from lightning_lrsweep.retune import edge_retune
-    from lightning_lrsweep.suggest import zero_lag_curve
+    from lightning_lrsweep.suggestion_rules import zero_lag_curve
 
     d, current = case["decisions"][label], case["current_lr"]
     lrs, losses = np.asarray(d["lrs"]), np.asarray(d["losses"])
@@ -258,9 +257,6 @@ def replay(res: dict[str, Any], decide: Any) -> dict[str, Any]:
 def main() -> None:
     import argparse
     from pathlib import Path
-
-    from benchmarks.common import quiet
-    from benchmarks.tasks import TASKS
 
     parser = argparse.ArgumentParser(description="Window agreement, measured and replayed with the rejected variant.")
     parser.add_argument("--runs-dir", type=Path, default=Path(__file__).resolve().parent / "_runs")

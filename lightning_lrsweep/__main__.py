@@ -4,4 +4,5 @@ import sys
 
 from lightning_lrsweep.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not on import (the API docs import every module to read the generated docstrings)
+    sys.exit(main())

@@ -14,9 +14,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 from torch.optim import Optimizer
 
+from lightning_lrsweep.compat import SCHEDULER_LR_FIELDS, inner_schedulers
+
 LR_ATTR_NAMES = ("lr", "learning_rate")
 _GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
-_SCHEDULER_LR_LISTS = ("base_lrs", "_last_lr", "max_lrs")
 
 
 def find_lr_attr(pl_module: pl.LightningModule, attr_name: str | None = None) -> str | None:
@@ -95,7 +96,7 @@ def scale_optimizer(optimizer: Optimizer, old: float, new: float) -> None:
 
 
 def _inner_schedulers(scheduler: Any) -> list[Any]:
-    inner = getattr(scheduler, "_schedulers", None)
+    inner = inner_schedulers(scheduler)
     return [scheduler, *(s for child in inner for s in _inner_schedulers(child))] if inner else [scheduler]
 
 
@@ -106,7 +107,7 @@ def scale_scheduler(scheduler: Any, old: float, new: float) -> None:
     :func:`scale_optimizer` handles.
     """
     for sched in _inner_schedulers(scheduler):
-        for name in _SCHEDULER_LR_LISTS:
+        for name in SCHEDULER_LR_FIELDS:
             values = getattr(sched, name, None)
             if isinstance(values, list) and all(isinstance(v, int | float) for v in values):
                 setattr(sched, name, [_scaled(v, old, new) for v in values])

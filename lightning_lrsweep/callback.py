@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,10 +25,25 @@ from lightning_lrsweep.apply import (
     scale_callbacks,
     set_lr_attr,
 )
-from lightning_lrsweep.config import SweepConfig, check_num_steps, check_suggestion
+from lightning_lrsweep.compat import callback_state_key
+from lightning_lrsweep.config import (
+    IDENTITY,
+    CallbackConfig,
+    RetuneRule,
+    SweepConfig,
+    changed_settings,
+    document_settings,
+    from_arguments,
+    is_number,
+    key_settings,
+    settings_from_key,
+    shaping_settings,
+)
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 from lightning_lrsweep.history import SweepRecord, history_frame, plot_history, record_from_state, record_state
-from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line, sweep_progress
+from lightning_lrsweep.optimizer_choice import only_optimizer
+from lightning_lrsweep.progress import first_epoch_accumulation, run_race_shown, run_sweep_shown
+from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import (
     PHASE_MAX_CHANGE,
@@ -40,27 +55,13 @@ from lightning_lrsweep.retune import (
     phase_retune,
     scale_retune,
 )
-from lightning_lrsweep.schedule import retune_window
-from lightning_lrsweep.suggest import stability_edge
-from lightning_lrsweep.sweep import check_val_mode, only_optimizer, run_race, run_sweep
+from lightning_lrsweep.schedule import retune_bounds
+from lightning_lrsweep.suggestion_rules import stability_edge
+from lightning_lrsweep.sweep_data import check_val_mode
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-
-RetuneRule = str | Callable[[SweepResult], "float | None"]
-
-LOW_CONFIDENCE_ACTIONS = ("warn", "keep")
-
-
-def is_number(value: object) -> bool:
-    """A real number (an int or float, not a bool), so comparing it cannot raise ``TypeError``."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def rule_name(rule: RetuneRule | SuggestionRule) -> str:
-    """A rule as the state key shows it: its name, or a callable's qualified name (stable across runs)."""
-    return rule if isinstance(rule, str) else getattr(rule, "__qualname__", "callable")
 
 
 def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback]:
@@ -86,24 +87,6 @@ def order_callbacks(callbacks: list[Callback], sweep: Callback) -> list[Callback
     return ordered
 
 
-@contextmanager
-def first_epoch_accumulation(trainer: pl.Trainer) -> Iterator[None]:
-    """Accumulate as the coming epoch will, while a fit-start sweep runs.
-
-    A ``GradientAccumulationScheduler`` sets ``trainer.accumulate_grad_batches`` only at each epoch start,
-    after ``on_fit_start``; without this, the fit-start sweep would measure another batch size.
-    """
-    callbacks = trainer.callbacks  # type: ignore[attr-defined]
-    scheduler = next((c for c in callbacks if isinstance(c, GradientAccumulationScheduler)), None)
-    previous = trainer.accumulate_grad_batches
-    if scheduler is not None:
-        trainer.accumulate_grad_batches = scheduler.get_accumulate_grad_batches(trainer.current_epoch)
-    try:
-        yield
-    finally:
-        trainer.accumulate_grad_batches = previous
-
-
 def training_horizon(trainer: pl.Trainer) -> tuple[float, float]:
     """The training batches ``max_epochs`` allows and the optimizer steps ``max_steps`` allows (``inf``: no limit).
 
@@ -116,6 +99,7 @@ def training_horizon(trainer: pl.Trainer) -> tuple[float, float]:
     return batches, steps
 
 
+@document_settings(SweepConfig, CallbackConfig)
 class LRSweep(Callback):
     r"""Find the learning rate with an LR range test at fit start, and re-tune it as training goes on.
 
@@ -135,53 +119,10 @@ class LRSweep(Callback):
     files). The history is checkpointed: a resumed ``fit`` keeps it, skips the fit-start sweep and re-tunes on the
     same schedule. :meth:`history_frame` and :meth:`plot_history` show the whole run.
 
-    Args:
-        min_lr: first LR of the fit-start sweep.
-        max_lr: last LR of the fit-start sweep; also caps re-tune sweeps.
-        num_steps: optimizer steps of the fit-start sweep, at most.
-        mode: ``"exponential"`` or ``"linear"`` LR increase.
-        early_stop_threshold: stop a sweep once the smoothed loss exceeds ``threshold × best``; ``None``
-            never stops early (NaN/Inf always stops).
-        smoothing: EMA factor of the recorded loss (bias-corrected from the first step).
-        suggestion: how the fit-start LR is picked: ``"valley"``, ``"steepest"``, ``"minimum"``,
-            ``"sma_slope"``, or a callable ``(SweepResult) -> float | None``.
-        every_n_epochs: re-tune at the start of every n-th epoch (``None``: never).
-        milestones: also re-tune at the start of these epochs.
-        attr_name: the module's LR attribute; by default ``lr`` or ``learning_rate`` on the module or
-            its ``hparams``.
-        update_attr: write the LR into that attribute (the optimizer is updated in any case).
-        retune_suggestion: how a re-tune moves the LR: ``"edge"`` (the default for named fit-start
-            rules; see :mod:`lightning_lrsweep.retune`), a method name, or a callable. When
-            ``suggestion`` is a callable and this is ``None``, the callable serves re-tunes too. With
-            ``"edge"``, a re-tune under a decay (a scheduler, or ``anneal``) scales the decay, and a re-tune at
-            a milestone or after layers were unfrozen or the accumulation changed sweeps the full range and
-            reads it with ``suggestion`` (moving at most 10x); any other rule serves every re-tune as given.
-        retune_window: a re-tune sweeps from ``current / window`` to ``current × window``.
-        retune_num_steps: optimizer steps of a re-tune sweep, at most.
-        max_change: the largest factor one re-tune may move the LR by (a warning says when it clamps).
-        sweep_at_fit_start: run the fit-start sweep.
-        snapshot_device: keep the restore copy beside the model (``None``) or in CPU memory (``"cpu"``).
-        sweep_on_resume: also run the fit-start sweep when ``fit`` resumes from a checkpoint (by default a
-            resumed run keeps the history and LR it saved, and re-tunes on the same schedule).
-        log_curves: send each sweep's curve to the loggers (TensorBoard figure; CSV and PNG in the logger's
-            ``log_dir``). The metrics ``lr_sweep/suggested_lr`` and ``lr_sweep/applied_lr`` are always logged.
-        optimizer_idx: with several optimizers (e.g. a GAN's, with manual optimization), which one to sweep
-            and tune; the others keep their LRs. Pair it with ``attr_name`` naming that optimizer's LR.
-        val_batches: judge every sweep on the loss over this many validation batches after each step, instead of
-            the training loss (see :class:`~lightning_lrsweep.config.SweepConfig`); 0 uses the training loss.
-        race_steps: after the fit-start sweep, train the suggestion and the ends of :attr:`SweepResult.interval`
-            for this many optimizer steps each from the restored state, and apply the one with the lowest loss
-            (validation loss when there is a validation loader and automatic optimization); 0 (the default)
-            applies the suggestion.
-        min_confidence: a fit-start suggestion whose :attr:`SweepResult.confidence` is below this warns.
-        low_confidence: what a fit-start sweep below ``min_confidence`` does: ``"warn"`` (apply the suggestion)
-            or ``"keep"`` (keep the LR the module started with).
-        anneal: with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer
-            and a known horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the
-            fit-start LR to 0 at the end of training (the last batch of ``max_epochs`` or the ``max_steps``-th
-            optimizer step, whichever comes first), at every training batch; re-tunes then scale that decay. It
-            stops where a scheduler is attached mid-run (e.g. ``StochasticWeightAveraging``'s ``SWALR``).
-            ``False`` holds the LR between re-tunes, which then also halve it on an annealing dip.
+    Every argument is a setting declared in :mod:`lightning_lrsweep.config` with its meaning and allowed values
+    (the entries below are generated from there): the fit-start sweep's in
+    :class:`~lightning_lrsweep.config.SweepConfig` (kept as ``.config``), the others in
+    :class:`~lightning_lrsweep.config.CallbackConfig` (kept as ``.settings``).
 
     Raises:
         ValueError: an argument is out of range (raised here), or the trainer/module cannot be swept
@@ -223,59 +164,11 @@ class LRSweep(Callback):
         low_confidence: str = "warn",
         anneal: bool = True,
     ) -> None:
-        self.config = SweepConfig(
-            min_lr=min_lr,
-            max_lr=max_lr,
-            num_steps=num_steps,
-            mode=mode,
-            early_stop_threshold=early_stop_threshold,
-            smoothing=smoothing,
-            suggestion=suggestion,
-            snapshot_device=snapshot_device,
-            optimizer_idx=optimizer_idx,
-            val_batches=val_batches,
-        )
-        if isinstance(race_steps, bool) or not isinstance(race_steps, int) or race_steps < 0:
-            raise ValueError(f"`race_steps` must be an int >= 0 (0: no race), got {race_steps!r}.")
-        if not (is_number(min_confidence) and 0 <= min_confidence <= 1):
-            raise ValueError(f"`min_confidence` must be a number in [0, 1], got {min_confidence!r}.")
-        if low_confidence not in LOW_CONFIDENCE_ACTIONS:
-            raise ValueError(f"`low_confidence` must be one of {LOW_CONFIDENCE_ACTIONS}, got {low_confidence!r}.")
-        if not isinstance(anneal, bool):
-            raise ValueError(f"`anneal` must be True or False, got {anneal!r}.")
-        self.race_steps = race_steps
-        self.min_confidence = min_confidence
-        self.low_confidence = low_confidence
-        if every_n_epochs is not None and (
-            isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1
-        ):
-            raise ValueError(f"`every_n_epochs` must be an int >= 1 or None, got {every_n_epochs!r}.")
-        bad = [m for m in milestones if isinstance(m, bool) or not isinstance(m, int) or m < 0]
-        if bad:
-            raise ValueError(f"`milestones` must be epoch numbers >= 0, got {list(milestones)!r}.")
-        if retune_suggestion is None:
+        if retune_suggestion is None:  # a callable fit-start rule serves re-tunes too
             retune_suggestion = suggestion if callable(suggestion) else "edge"
-        if retune_suggestion != "edge":
-            check_suggestion("retune_suggestion", retune_suggestion)
-        if not (is_number(retune_window) and 1 < retune_window < math.inf):
-            raise ValueError(f"`retune_window` must be a finite number > 1, got {retune_window!r}.")
-        if not (is_number(max_change) and max_change >= 1):
-            raise ValueError(
-                f"`max_change` must be a number >= 1 (1 never moves the LR; inf never bounds it), got {max_change!r}."
-            )
-        check_num_steps("retune_num_steps", retune_num_steps)
-        self.retune_config = replace(self.config, num_steps=retune_num_steps)
-        self.every_n_epochs = every_n_epochs
-        self.milestones = sorted(set(milestones))
-        self.attr_name = attr_name
-        self.update_attr = update_attr
-        self.retune_suggestion: RetuneRule = retune_suggestion
-        self.retune_window = retune_window
-        self.max_change = max_change
-        self.sweep_at_fit_start = sweep_at_fit_start
-        self.sweep_on_resume = sweep_on_resume
-        self.log_curves = log_curves
-        self.anneal = anneal
+        arguments = locals()
+        self.config = from_arguments(SweepConfig, arguments)
+        self.settings = from_arguments(CallbackConfig, arguments)
         self._anneal_horizon: tuple[float, float] | None = None  # the run's (batches, steps) while annealing
         self._anneal_factor = 1.0  # the cosine factor now in the param groups' LRs
         self._loaded_anneal_factor: float | None = None
@@ -303,8 +196,8 @@ class LRSweep(Callback):
         """Whether a re-tune runs at the start of ``epoch`` (never at epoch 0: the fit-start sweep covers it)."""
         if epoch == 0:
             return False
-        periodic = self.every_n_epochs is not None and epoch % self.every_n_epochs == 0
-        return periodic or epoch in self.milestones
+        periodic = self.settings.every_n_epochs is not None and epoch % self.settings.every_n_epochs == 0
+        return periodic or epoch in self.settings.milestones
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -316,8 +209,8 @@ class LRSweep(Callback):
             rank_zero_warn("LRSweep is skipped with `fast_dev_run`: the run is too short for a range test.")
             return
         trainer.callbacks = order_callbacks(trainer.callbacks, self)  # type: ignore[attr-defined]
-        self._attr = find_lr_attr(pl_module, self.attr_name)
-        if self._attr is None and self.update_attr:
+        self._attr = find_lr_attr(pl_module, self.settings.attr_name)
+        if self._attr is None and self.settings.update_attr:
             raise ValueError(
                 f"LRSweep could not find the LR attribute of {type(pl_module).__name__}: none of "
                 f"{list(LR_ATTR_NAMES)} is set on the module or its hparams. Store the LR as `self.lr` (or "
@@ -336,10 +229,11 @@ class LRSweep(Callback):
         resuming = trainer.ckpt_path is not None
         if resuming and not self._state_loaded:
             rank_zero_warn(
-                f"LRSweep resumes from {trainer.ckpt_path} without a saved history: the checkpoint holds no state "
-                f"under this instance's `state_key` ({self.state_key}). It was saved without LRSweep, or with "
-                "different settings that shape the sweeps (range, steps, rules, window, `max_change`, schedule). "
-                "Re-tunes continue from the optimizer's restored LR; the LR attribute keeps the module's value."
+                f"LRSweep resumes from {trainer.ckpt_path} without a saved history: the checkpoint holds no LRSweep "
+                "state for this instance. It was saved without LRSweep, or by one tuning another LR (another "
+                "`attr_name` or `optimizer_idx`), or by several whose settings all differ from this instance's "
+                f"(its `state_key` is {self.state_key}). Re-tunes continue from the optimizer's restored LR; the LR "
+                "attribute keeps the module's value."
             )
             self._loaded_anneal_factor = None  # not an earlier checkpoint's: this one's LR carries no saved decay
         if resuming:
@@ -347,7 +241,7 @@ class LRSweep(Callback):
         else:
             self._restored_retunes = set()
         self._state_loaded = False
-        if self.sweep_at_fit_start and (not resuming or self.sweep_on_resume):
+        if self.settings.sweep_at_fit_start and (not resuming or self.settings.sweep_on_resume):
             self._fit_start_sweep(trainer, pl_module)
 
     @override
@@ -363,8 +257,8 @@ class LRSweep(Callback):
             self._phase = self._phase_now(trainer)
         horizon = training_horizon(trainer)
         scheduled = self._scheduled(trainer)
-        periodic = self.every_n_epochs is not None and self.retune_suggestion == "edge"
-        annealing = self.anneal and periodic and not scheduled and 0 < min(horizon) < math.inf
+        periodic = self.settings.every_n_epochs is not None and self.settings.retune_suggestion == "edge"
+        annealing = self.settings.anneal and periodic and not scheduled and 0 < min(horizon) < math.inf
         self._anneal_horizon = horizon if annealing else None
         # on resume the restored LRs already carry the decay: the factor saved with them
         resumed = self._loaded_anneal_factor if trainer.ckpt_path is not None else None
@@ -406,60 +300,67 @@ class LRSweep(Callback):
     @property
     @override
     def state_key(self) -> str:
-        """Every setting that shapes what the sweeps measure or decide, so two instances keep their own history.
+        """The settings that shape what the sweeps measure or decide, so two instances keep their own history.
 
-        Settings of how results are shown or kept (``log_curves``, ``snapshot_device``, ``update_attr``,
-        ``sweep_on_resume``) are left out: changing them on resume keeps the history.
+        Settings of how results are shown or kept (declared with ``shapes=False`` in :mod:`lightning_lrsweep.config`)
+        are left out. Settings added after 0.1.0 appear only where they differ from their defaults, so 0.1.0's
+        checkpoints are still found (:func:`~lightning_lrsweep.config.key_settings`).
         """
-        return self._generate_state_key(
-            min_lr=self.config.min_lr,
-            max_lr=self.config.max_lr,
-            num_steps=self.config.num_steps,
-            mode=self.config.mode,
-            early_stop_threshold=self.config.early_stop_threshold,
-            smoothing=self.config.smoothing,
-            suggestion=rule_name(self.config.suggestion),
-            every_n_epochs=self.every_n_epochs,
-            milestones=self.milestones,
-            attr_name=self.attr_name,
-            optimizer_idx=self.config.optimizer_idx,
-            sweep_at_fit_start=self.sweep_at_fit_start,
-            retune_suggestion=rule_name(self.retune_suggestion),
-            retune_window=self.retune_window,
-            retune_num_steps=self.retune_config.num_steps,
-            max_change=self.max_change,
-            **self._added_settings(),
-        )
+        return callback_state_key(self, **key_settings(self._shaping_settings()))
 
-    def _added_settings(self) -> dict[str, Any]:
-        """Settings added after the state key was first defined, only where they differ from their defaults.
-
-        So a checkpoint saved before they existed still matches an instance built with the defaults.
-        """
-        added = {
-            "val_batches": (self.config.val_batches, 0),
-            "race_steps": (self.race_steps, 0),
-            "min_confidence": (self.min_confidence, 0.2),
-            "low_confidence": (self.low_confidence, "warn"),
-            "anneal": (self.anneal, True),
-        }
-        return {name: value for name, (value, default) in added.items() if value != default}
+    def _shaping_settings(self) -> dict[str, object]:
+        return shaping_settings(self.config, self.settings)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        """The sweep history (curves as float64 tensors), the fit-start distance, the schedule, the anneal's factor."""
+        """The sweep history (curves as float64 tensors), the fit-start distance, the anneal's factor, the settings."""
         return {
             "version": 1,
             "history": [record_state(r) for r in self.history],
             "distance": self._distance,
-            "every_n_epochs": self.every_n_epochs,
-            "milestones": list(self.milestones),
             "anneal_factor": self._anneal_factor,
+            "settings": self._shaping_settings(),
         }
 
     @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Take the state of an ``LRSweep`` that tuned the same LR with other settings, when it is the only one.
+
+        Lightning hands :meth:`load_state_dict` only the state saved under this instance's own ``state_key``, which
+        names the settings; a resumed run whose settings changed would lose its history. Another instance of this
+        trainer claims its own key first; a state tuning another LR (``attr_name``, ``optimizer_idx``) is left.
+        """
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        claimed = {c.state_key for c in trainer.callbacks if isinstance(c, LRSweep)}  # type: ignore[attr-defined]
+        now = self._shaping_settings()
+        found = []
+        for key, state in states.items():
+            if not isinstance(key, str) or not key.startswith(f"{type(self).__qualname__}{{") or key in claimed:
+                continue
+            saved = state.get("settings") or settings_from_key(key)  # 0.1.0 saved them in the key only
+            if saved is not None and all(saved.get(name) == now[name] for name in IDENTITY):
+                found.append({**state, "settings": saved})
+        if len(found) == 1:
+            self.load_state_dict(deepcopy(found[0]))
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the history and the fit-start distance; the schedule stays as this instance was built."""
+        """Restore the history and the fit-start distance; warn about settings that differ from the saved ones.
+
+        The history is kept either way: it records what the earlier run did, and re-tunes continue from it under
+        this instance's settings.
+        """
+        saved = state_dict.get("settings")  # None: saved by 0.1.0 under this key, so with these settings
+        changed = changed_settings(saved, self._shaping_settings()) if saved is not None else []
+        if changed:
+            rank_zero_warn(
+                f"LRSweep resumes with settings that differ from the checkpoint's: {'; '.join(changed)} (saved -> "
+                "now). The saved history is kept; the sweeps from now on use the new settings."
+            )
         self._history = [record_from_state(r, self.config.suggestion) for r in state_dict.get("history", [])]
         self._distance = state_dict.get("distance", self._distance)
         self._loaded_anneal_factor = state_dict.get("anneal_factor")
@@ -472,7 +373,7 @@ class LRSweep(Callback):
         The base LR, not the optimizer's: under a scheduler they differ, and the attribute is what
         ``configure_optimizers`` and the hparams read.
         """
-        if self.history and self._attr is not None and self.update_attr:
+        if self.history and self._attr is not None and self.settings.update_attr:
             set_lr_attr(pl_module, self._attr, self.history[-1].base_lr)
 
     # -- history -------------------------------------------------------------------------------
@@ -510,11 +411,7 @@ class LRSweep(Callback):
                 f"LRSweep needs a finite LR > 0 to sweep and scale from, but {source} of {type(pl_module).__name__} "
                 f"is {previous!r}. Start from any positive LR (e.g. 1e-3): the fit-start sweep replaces it."
             )
-        with (
-            first_epoch_accumulation(trainer),
-            sweep_progress(trainer, self.config.num_steps, "LR sweep (fit start)") as on_step,
-        ):
-            result = run_sweep(trainer, self.config, on_step)
+        result = run_sweep_shown(trainer, self.config, "LR sweep (fit start)", fit_start=True)
         outcome = result.suggest()
         self._measure_distance(result, outcome.lr)
         applied, reason = self._fit_start_choice(trainer, result, previous, outcome.lr, outcome.reason)
@@ -534,28 +431,27 @@ class LRSweep(Callback):
             rank_zero_warn(f"LRSweep kept the LR at {previous:.3g}: no suggestion ({why_none}; {result.note}).")
             return None, f"no suggestion: {why_none}"
         sure = result.confidence
-        if sure < self.min_confidence:
-            keep = self.low_confidence == "keep"
+        if sure < self.settings.min_confidence:
+            keep = self.settings.low_confidence == "keep"
             rank_zero_warn(
                 f"LRSweep's fit-start suggestion {suggested:.3g} has a low confidence ({sure:.2f} < `min_confidence`="
-                f"{self.min_confidence:g}): the loss's descent is unclear against its noise, or the rules disagree. "
+                f"{self.settings.min_confidence:g}): the loss's descent is unclear against its noise, or the rules "
+                "disagree. "
                 + (f"Kept the LR at {previous:.3g} (`low_confidence='keep'`)." if keep else "Applied it anyway.")
                 + " Plot the curve (`history[-1].result.plot()`) to check."
             )
             if keep:
                 return None, f"low confidence ({sure:.2f}): kept"
         interval = result.interval
-        if not self.race_steps or interval is None:
+        if not self.settings.race_steps or interval is None:
             return suggested, "fit-start suggestion applied"
         candidates = sorted({interval.low, suggested, interval.high})
-        total = len(candidates) * self.race_steps
-        with sweep_progress(trainer, total, f"LR race ({len(candidates)} LRs)") as on_step:
-            result.race = run_race(trainer, self.config, candidates, self.race_steps, on_step)
+        result.race = run_race_shown(trainer, self.config, candidates, self.settings.race_steps)
         winner = result.race.winner
         if winner is None:
             return suggested, "fit-start suggestion applied (every race candidate blew up)"
         return winner, (
-            f"race winner of {len(candidates)} LRs x {self.race_steps} steps on {result.race.judged_on} "
+            f"race winner of {len(candidates)} LRs x {self.settings.race_steps} steps on {result.race.judged_on} "
             f"({result.race.seconds:.1f} s)"
         )
 
@@ -576,16 +472,17 @@ class LRSweep(Callback):
             config = replace(self.config, min_stop_lr=current)
             label = f"LR sweep (epoch {trainer.current_epoch}, {phase})"
         else:
-            low, high = retune_window(current, self.retune_window, self.config.max_lr)
-            config = replace(self.retune_config, min_lr=low, max_lr=high, min_stop_lr=current)
+            low, high = retune_bounds(current, self.settings.retune_window, self.config.max_lr)
+            config = replace(
+                self.config, num_steps=self.settings.retune_num_steps, min_lr=low, max_lr=high, min_stop_lr=current
+            )
             label = f"LR sweep (epoch {trainer.current_epoch})"
-        with sweep_progress(trainer, config.num_steps, label) as on_step:
-            result = run_sweep(trainer, config, on_step)
+        result = run_sweep_shown(trainer, config, label)
         self._phase = self._phase_now(trainer)
         if phase is not None:
             decision, bound = self._decide_phase(result, current, peak, phase), PHASE_MAX_CHANGE
         else:
-            decision, bound = self._decide(result, current, peak), self.max_change
+            decision, bound = self._decide(result, current, peak), self.settings.max_change
         if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
             # a clamp of under 1% changes nothing a user would act on: no warning
             rank_zero_warn(
@@ -608,9 +505,9 @@ class LRSweep(Callback):
 
         Only the default ``"edge"`` re-tune rule reads phases apart; a rule the user gave serves every re-tune.
         """
-        if self.retune_suggestion != "edge":
+        if self.settings.retune_suggestion != "edge":
             return None
-        if trainer.current_epoch in self.milestones:
+        if trainer.current_epoch in self.settings.milestones:
             return "milestone"
         now = self._phase_now(trainer)
         if self._phase is None or now == self._phase:
@@ -650,15 +547,17 @@ class LRSweep(Callback):
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
     def _decide(self, result: SweepResult, current: float, peak: float | None = None) -> RetuneDecision:
-        if self.retune_suggestion == "edge":
+        if self.settings.retune_suggestion == "edge":
             distance = self._distance if self._distance is not None else edge_distance(None, None)
             if peak is not None:
-                return scale_retune(result.curve, current, peak, distance, self.max_change, diverged=result.diverged)
-            return edge_retune(result.curve, current, distance, self.max_change, diverged=result.diverged)
-        outcome = result.suggest(self.retune_suggestion)
+                return scale_retune(
+                    result.curve, current, peak, distance, self.settings.max_change, diverged=result.diverged
+                )
+            return edge_retune(result.curve, current, distance, self.settings.max_change, diverged=result.diverged)
+        outcome = result.suggest(self.settings.retune_suggestion)
         if outcome.lr is None:
             return RetuneDecision(current, None, f"no suggestion ({outcome.reason}); kept")
-        lr, clamped = bound_change(outcome.lr, current, self.max_change)
+        lr, clamped = bound_change(outcome.lr, current, self.settings.max_change)
         return RetuneDecision(lr, outcome.lr, "re-tune suggestion applied", clamped)
 
     def _attr_lr(self, pl_module: pl.LightningModule, optimizer: Any) -> float:
@@ -669,13 +568,13 @@ class LRSweep(Callback):
 
     def _base_lr(self, pl_module: pl.LightningModule, optimizer: Any) -> float:
         """The base LR now: the LR attribute where sweeps update it, else the reference group's base LR."""
-        if self._attr is not None and self.update_attr:
+        if self._attr is not None and self.settings.update_attr:
             return get_lr_attr(pl_module, self._attr)
         return base_lrs(optimizer)[reference_group(optimizer)]
 
     def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, old: float, new: float) -> None:
         schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
-        attr = self._attr if self.update_attr else None
+        attr = self._attr if self.settings.update_attr else None
         apply_lr(
             pl_module,
             only_optimizer(trainer, self.config.optimizer_idx),
@@ -705,4 +604,4 @@ class LRSweep(Callback):
             self._returned.send((self._history, self._distance))  # home from a ddp_spawn worker; no-op otherwise
         rank_zero_info(summary_line(record))
         changed = kind == "fit_start" or (applied is not None and applied != previous)
-        report_to_loggers(trainer, record, self._attr, curves=self.log_curves, hparams=changed)
+        report_to_loggers(trainer, record, self._attr, curves=self.settings.log_curves, hparams=changed)

@@ -25,13 +25,12 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning_utilities.core.imports import RequirementCache
 
 from lightning_lrsweep.callback import LRSweep
-from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.config import SweepConfig, internal_settings, settings_of
 from lightning_lrsweep.result import SweepResult
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 SWEEP = "sweep"
-NOT_CLI_OPTIONS = {"min_stop_lr"}  # set by re-tunes, not by users
 SET_ASIDE = (LRSweep, ModelSummary)  # callbacks that would sweep again, or print the model at the sweep's fit start
 CLASS_SHORTCUT = re.compile(r"^[A-Za-z_]\w*(\.\w+)*[.:]\w+$")  # PKG.MODULE:Class or PKG.MODULE.Class
 UNION_NOISE = (
@@ -115,7 +114,7 @@ class LRSweepCLI(LightningCLI):
             return
         trainer_class = self.trainer_class if isinstance(self.trainer_class, type) else pl.Trainer
         parser.add_method_arguments(trainer_class, "fit", skip=set(LightningCLI.subcommands()["fit"]))
-        parser.add_class_arguments(SweepConfig, SWEEP, skip=NOT_CLI_OPTIONS)
+        parser.add_class_arguments(SweepConfig, SWEEP, skip=internal_settings(SweepConfig))
         parser.add_argument("--out", type=str, default="lrsweep_out", help="folder for lr_sweep.csv and lr_sweep.png")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -182,7 +181,8 @@ class LRSweepCLI(LightningCLI):
         trainer.callbacks = [c for c in callbacks if not isinstance(c, SET_ASIDE)]  # type: ignore[attr-defined]
         try:
             with _out_folder(Path(self.config.out)) as out:
-                settings = vars(self.config_init[SWEEP])
+                built = self.config_init[SWEEP]  # a SweepConfig: its user settings are the tuner's arguments
+                settings = {f.name: getattr(built, f.name) for f in settings_of(SweepConfig)}
                 result = LRSweepTuner(trainer).sweep(self.model, datamodule=self.datamodule, **settings)
         finally:
             trainer.callbacks = callbacks  # type: ignore[attr-defined]
@@ -411,7 +411,7 @@ def _quiet(enabled: bool) -> Iterator[None]:
 
 def suggestion_table(result: Any) -> str:
     """Every method's suggestion as a text table, the sweep's own method marked with ``*``."""
-    from lightning_lrsweep.suggest import METHODS
+    from lightning_lrsweep.suggestion_rules import METHODS
 
     lines = [
         f"LR sweep: {len(result.lrs)} steps from {result.min_lr:.3g} to {result.max_lr:.3g}, "

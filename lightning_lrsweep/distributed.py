@@ -2,7 +2,7 @@
 
 Under data-parallel strategies (``ddp``, ``ddp_spawn``, multi-node) every rank holds the whole model, so each
 rank snapshots and restores its own copy, and one all-reduce per step makes the curve and the stop decision the
-same everywhere (see :mod:`lightning_lrsweep.sweep`). Under ``ModelParallelStrategy`` (FSDP2's ``fully_shard``,
+same everywhere (see :mod:`lightning_lrsweep.steps`). Under ``ModelParallelStrategy`` (FSDP2's ``fully_shard``,
 tensor parallelism, or both on a 2-D mesh) each rank snapshots and restores its own *shards*, which is as exact
 and needs no communication; the loss is averaged over data-parallel replicas, since the tensor-parallel ranks
 of one replica compute the loss of the same batch.

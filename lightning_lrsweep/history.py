@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lightning_lrsweep.result import RaceResult, SuggestionRule, SweepResult
-from lightning_lrsweep.suggest import METHODS, MIN_POINTS, start_level
+from lightning_lrsweep.suggestion_rules import METHODS, MIN_POINTS, start_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,19 +63,23 @@ def record_state(record: SweepRecord) -> dict[str, Any]:
         "applied_lr": record.applied_lr,
         "reason": record.reason,
         "base_lr": record.base_lr,
-        "lrs": torch.as_tensor(result.lrs, dtype=torch.float64),
-        "losses": torch.as_tensor(result.losses, dtype=torch.float64),
-        "smoothed_losses": torch.as_tensor(result.smoothed_losses, dtype=torch.float64),
+        **{name: torch.as_tensor(getattr(result, name), dtype=torch.float64) for name in CURVES},
         "method": result.method if isinstance(result.method, str) else None,
-        "stop_reason": result.stop_reason,
-        "min_lr": result.min_lr,
-        "max_lr": result.max_lr,
-        "num_steps": result.num_steps,
-        "mode": result.mode,
-        "seconds": result.seconds,
-        "val_batches": result.val_batches,
+        **{f.name: getattr(result, f.name) for f in plain_result_fields()},
         "race": race_state(result.race) if result.race is not None else None,
     }
+
+
+CURVES = ("lrs", "losses", "smoothed_losses")
+"""The result's arrays, which a checkpoint keeps as float64 tensors."""
+
+
+def plain_result_fields() -> tuple[Field[Any], ...]:
+    """The result's fields a checkpoint keeps as they are: all but the curves, the rule, the race and the position.
+
+    The position (``epoch``, ``global_step``) is the record's.
+    """
+    return tuple(f for f in fields(SweepResult) if f.name not in (*CURVES, "method", "race", "epoch", "global_step"))
 
 
 def race_state(race: RaceResult) -> dict[str, Any]:
@@ -93,19 +97,11 @@ def record_from_state(state: dict[str, Any], default_method: SuggestionRule) -> 
     """Rebuild a record from :func:`record_state`; fields added later fall back to defaults."""
     method = state.get("method")
     result = SweepResult(
-        lrs=state["lrs"].numpy(),
-        losses=state["losses"].numpy(),
-        smoothed_losses=state["smoothed_losses"].numpy(),
+        **{name: state[name].numpy() for name in CURVES},
         method=method if method in METHODS else default_method,
-        stop_reason=state.get("stop_reason", "num_steps"),
-        min_lr=state.get("min_lr", float("nan")),
-        max_lr=state.get("max_lr", float("nan")),
-        num_steps=state.get("num_steps", 0),
-        mode=state.get("mode", "exponential"),
         epoch=state["epoch"],
         global_step=state.get("global_step", 0),
-        seconds=state.get("seconds", 0.0),
-        val_batches=state.get("val_batches", 0),
+        **{f.name: state.get(f.name, f.default) for f in plain_result_fields()},
     )
     race = state.get("race")
     result.race = RaceResult(**race) if race is not None else None
@@ -183,7 +179,7 @@ def relative_curve(result: SweepResult) -> tuple[np.ndarray, np.ndarray]:
 
     Mid-training losses are a fraction of the fit-start one: on one absolute axis the re-tunes' curves lie
     flat near zero. Relative to its own start, every curve starts at 1, and where it climbs back above 1 is
-    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggest.start_level`). For a positive
+    the stability edge a re-tune reads (see :func:`~lightning_lrsweep.suggestion_rules.start_level`). For a positive
     loss that is ``loss / start``; ``1 + (loss - start) / |start|`` is the same there and also serves a loss
     that can be negative (a Gaussian negative log-likelihood, say).
     """

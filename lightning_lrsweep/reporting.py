@@ -1,23 +1,19 @@
-"""Where a sweep shows up: the trainer's progress bar, its loggers (metrics, hparams, figure, files), a summary line.
+"""Where a sweep shows up after it ran: the trainer's loggers (metrics, hparams, figure, files) and a summary line.
 
 Everything here writes from global rank 0 only; the other ranks run the same sweep silently.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_lrsweep.compat import attached_trainer, logs_hparams
 from lightning_lrsweep.result import rule_label
-from lightning_lrsweep.sweep import StepCallback
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,80 +39,6 @@ def summary_line(record: SweepRecord) -> str:
     )
 
 
-# -- progress --------------------------------------------------------------------------------------
-
-
-def _describe(lr: float, smoothed: float) -> str:
-    return f"LR sweep  lr={lr:.2e}  loss={smoothed:.4g}"
-
-
-@contextmanager
-def sweep_progress(trainer: pl.Trainer, total: int, title: str = "LR sweep") -> Iterator[StepCallback | None]:
-    """Show a sweep's progress in the style of the trainer's progress bar; yield the engine's ``on_step``.
-
-    A ``RichProgressBar`` gets a Rich task (inside its live display when that is running); any other
-    enabled progress bar (``TQDMProgressBar``, custom ones) gets a tqdm bar that disappears when the sweep
-    ends. Yields ``None`` (nothing shown) without a progress bar, when it is disabled, and on ranks other
-    than 0.
-    """
-    bar = trainer.progress_bar_callback
-    if bar is None or not getattr(bar, "is_enabled", True) or not trainer.is_global_zero:
-        yield None
-    elif isinstance(bar, RichProgressBar):
-        with _rich_progress(bar, total, title) as on_step:
-            yield on_step
-    else:
-        with _tqdm_progress(total, title) as on_step:
-            yield on_step
-
-
-@contextmanager
-def _tqdm_progress(total: int, title: str) -> Iterator[StepCallback]:
-    from tqdm.auto import tqdm
-
-    progress = tqdm(total=total, desc=title, leave=False, dynamic_ncols=True, file=sys.stdout, unit="step")
-
-    def on_step(k: int, lr: float, loss: float, smoothed: float) -> None:
-        progress.set_postfix_str(f"lr={lr:.2e}, loss={smoothed:.4g}", refresh=False)
-        progress.update(1)
-
-    try:
-        yield on_step
-    finally:
-        progress.close()
-
-
-@contextmanager
-def _rich_progress(bar: RichProgressBar, total: int, title: str) -> Iterator[StepCallback]:
-    """A task in the bar's live display when it runs (mid-fit), else a transient Rich progress of our own."""
-    from rich.progress import BarColumn, Progress, TextColumn
-    from rich.text import Text
-
-    live = bar.progress if bar.progress is not None and bar.progress.live.is_started else None
-    progress = live or Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), transient=True
-    )
-    metrics = getattr(bar, "_metric_component", None) if live is not None else None
-    if metrics is not None:
-        # Lightning's metrics column looks the bar up in `trainer.callbacks`, which the sweep hides.
-        metrics.render = lambda task: Text()
-    if live is None:
-        progress.start()
-    task = progress.add_task(title, total=total)
-
-    def on_step(k: int, lr: float, loss: float, smoothed: float) -> None:
-        progress.update(task, advance=1, description=_describe(lr, smoothed))
-
-    try:
-        yield on_step
-    finally:
-        progress.remove_task(task)
-        if metrics is not None:
-            del metrics.render
-        if live is None:
-            progress.stop()
-
-
 # -- loggers ---------------------------------------------------------------------------------------
 
 
@@ -126,10 +48,10 @@ def hparams_with_lr(pl_module: pl.LightningModule, attr: str | None, lr: float) 
     ``None`` when neither logs hparams (``save_hyperparameters(logger=False)``) or the trainer does not
     (``enable_autolog_hparams=False``).
     """
-    trainer = pl_module._trainer
+    trainer = attached_trainer(pl_module)
     datamodule = getattr(trainer, "datamodule", None)
-    module_logs = pl_module._log_hyperparams
-    data_logs = datamodule is not None and datamodule._log_hyperparams
+    module_logs = logs_hparams(pl_module)
+    data_logs = datamodule is not None and logs_hparams(datamodule)
     if not getattr(trainer, "enable_autolog_hparams", True) or not (module_logs or data_logs):
         return None
     params: dict[str, Any] = {}

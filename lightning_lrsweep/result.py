@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from lightning_lrsweep.suggest import (
+from lightning_lrsweep.suggestion_rules import (
     EDGE_RELATIVE_TOLERANCE,
     METHODS,
     MIN_POINTS,
@@ -21,8 +21,8 @@ from lightning_lrsweep.suggest import (
     confidence,
     default_window,
     rate_of_change,
+    rule_suggestion,
     start_level,
-    suggest,
     supported_interval,
     zero_lag_curve,
 )
@@ -161,7 +161,7 @@ class SweepResult:
         if callable(rule):
             lr = rule(self)
             return Suggestion(None if lr is None else float(lr), "" if lr is not None else "the callable returned None")
-        return suggest(self.curve, rule)
+        return rule_suggestion(self.curve, rule)
 
     def suggestion(self, method: SuggestionRule | None = None) -> float | None:
         """The suggested LR by ``method`` (default: the sweep's own), or ``None`` when the curve has no descent.
@@ -180,8 +180,8 @@ class SweepResult:
     def interval(self) -> Interval | None:
         """The range of LRs the curve supports, around the suggestion; ``None`` without a suggestion.
 
-        See :func:`lightning_lrsweep.suggest.supported_interval`: from a third of the way down the descent to where
-        the loss reaches its bottom, widened to contain the suggestion.
+        See :func:`lightning_lrsweep.suggestion_rules.supported_interval`: from a third of the way down the descent
+        to where the loss reaches its bottom, widened to contain the suggestion.
         """
         lr = self.suggest().lr
         return None if lr is None else supported_interval(self.curve, lr)
@@ -190,7 +190,7 @@ class SweepResult:
     def confidence(self) -> float:
         """How sure the curve is, in [0, 1]: how clear its descent is against the noise × how well the rules agree.
 
-        See :func:`lightning_lrsweep.suggest.confidence`; 0 when the curve gives no suggestion.
+        See :func:`lightning_lrsweep.suggestion_rules.confidence`; 0 when the curve gives no suggestion.
         """
         return confidence(self.curve)
 
@@ -347,7 +347,7 @@ def _late_rise(curve: Curve) -> tuple[float, float, float] | None:
     """``(lr, loss)`` at the centred curve's lowest point and its last loss, if the loss rose clearly after it.
 
     Clearly: by more than twice the raw loss's noise plus 5% of the starting loss (the stability edge's
-    tolerance, see :func:`~lightning_lrsweep.suggest.stability_edge`). ``None`` otherwise, or when the curve is
+    tolerance, see :func:`~lightning_lrsweep.suggestion_rules.stability_edge`). ``None`` otherwise, or when the curve is
     shorter than the rules need.
     """
     if len(curve.lrs) < MIN_POINTS:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lightning_lrsweep.suggest import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
+from lightning_lrsweep.suggestion_rules import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
 
 DEFAULT_DISTANCE = 10.0
 """Edge-to-LR spacing used when the fit-start sweep gave none."""
@@ -71,7 +71,7 @@ def annealing_dip(curve: Curve, current_lr: float) -> float | None:
     """How far the smoothed loss falls below its starting level at LRs up to ``current_lr``.
 
     ``None`` unless the drop is larger than both ``DIP_NOISE_FACTOR`` noise units and ``DIP_RELATIVE`` of
-    the starting loss (see :func:`~lightning_lrsweep.suggest.start_level`).
+    the starting loss (see :func:`~lightning_lrsweep.suggestion_rules.start_level`).
     """
     usable = finite_prefix(curve)
     lower = usable.lrs <= current_lr
@@ -155,9 +155,8 @@ def scale_retune(
 
     Down, by the edge rule, only when the loss already rises clearly below the LR training runs at now
     (the decay has not kept training stable); otherwise the scale is kept. Never up: the peak came from a
-    full-range sweep, and an edge far above a decayed LR is what a decay is for (on the benchmark's tune
-    tasks, raising a OneCycle's peak by the edge measured mid-warm-up cost up to 17 points). No
-    annealing-dip rule either: the decay already anneals.
+    full-range sweep, and an edge far above a decayed LR is what a decay is for (an edge measured during a
+    OneCycle's warm-up would raise its peak). No annealing-dip rule either: the decay already anneals.
 
     Args:
         curve: the re-tune sweep, around ``current_lr``.

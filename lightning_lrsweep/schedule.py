@@ -24,7 +24,7 @@ def lr_schedule(min_lr: float, max_lr: float, num_steps: int, mode: str = "expon
     raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
 
 
-def retune_window(current_lr: float, window: float, max_lr: float | None = None) -> tuple[float, float]:
+def retune_bounds(current_lr: float, window: float, max_lr: float | None = None) -> tuple[float, float]:
     """Bounds of a re-tune sweep: ``current_lr / window`` to ``current_lr * window``, capped at ``max_lr``."""
     low, high = current_lr / window, current_lr * window
     if max_lr is not None:

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
+from lightning_lrsweep.compat import local_tensor, metric_state_names
+
 try:
     from torch.distributed.tensor import DTensor
 except ImportError:  # pragma: no cover - torch built without torch.distributed
@@ -32,7 +34,7 @@ except ImportError:  # pragma: no cover - torch built without torch.distributed
 def local_part(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor this rank stores: a ``DTensor``'s local shard (the live storage, not a copy), else the tensor."""
     if DTensor is not None and isinstance(tensor, DTensor):
-        return tensor._local_tensor
+        return local_tensor(tensor)
     return tensor
 
 
@@ -142,9 +144,6 @@ def _metric_modules(module: nn.Module) -> Iterator[nn.Module]:
     yield from (m for m in module.modules() if isinstance(m, Metric))
 
 
-_METRIC_FIELDS = ("_update_count", "_computed", "_forward_cache", "_is_synced", "_cache")
-
-
 def check_initialized(module: nn.Module) -> None:
     """Refuse a module with uninitialised lazy parameters or buffers: there is nothing to copy yet.
 
@@ -208,8 +207,7 @@ class Snapshot:
         return state, groups
 
     def _capture_metric(self, metric: Any) -> dict[str, Any]:
-        names = [*metric._defaults, *(f for f in _METRIC_FIELDS if hasattr(metric, f))]
-        return {name: _copy_tree(getattr(metric, name), self.device) for name in names}
+        return {name: _copy_tree(getattr(metric, name), self.device) for name in metric_state_names(metric)}
 
     @property
     def nbytes(self) -> int:

@@ -9,18 +9,15 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers.logger import DummyLogger
-from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
-from lightning.pytorch.utilities.exceptions import _TunerExitException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
-from lightning_lrsweep.callback import first_epoch_accumulation
-from lightning_lrsweep.config import SweepConfig
+from lightning_lrsweep.compat import allow_another_fit, end_fit_quietly, forget_train_loaders, is_spawn_launcher
+from lightning_lrsweep.config import SweepConfig, document_settings, from_arguments, reject_unknown
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
-from lightning_lrsweep.reporting import sweep_progress
-from lightning_lrsweep.result import SweepResult, rule_label
+from lightning_lrsweep.progress import run_sweep_shown
+from lightning_lrsweep.result import SuggestionRule, SweepResult, rule_label
 from lightning_lrsweep.snapshot import RNGState
-from lightning_lrsweep.sweep import run_sweep
 
 
 class _SweepOnce(Callback):
@@ -33,16 +30,15 @@ class _SweepOnce(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        with first_epoch_accumulation(trainer), sweep_progress(trainer, self.config.num_steps) as on_step:
-            self.result = run_sweep(trainer, self.config, on_step)
-        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        self.result = run_sweep_shown(trainer, self.config, "LR sweep", fit_start=True)
+        if is_spawn_launcher(trainer.strategy.launcher):
             # a ddp_spawn worker: an exception would kill it, so send the result home and let fit end untrained
             if trainer.is_global_zero:
                 self.returned.send(self.result)
             trainer.limit_train_batches = 0
             trainer.num_sanity_val_steps = 0
             return
-        raise _TunerExitException()
+        end_fit_quietly()
 
 
 @contextmanager
@@ -102,13 +98,25 @@ class LRSweepTuner:
     def __init__(self, trainer: pl.Trainer) -> None:
         self.trainer = trainer
 
-    def sweep(
+    @document_settings(SweepConfig)  # appends each setting's entry to `Args:`
+    def sweep(  # noqa: D417 (the settings are documented by `document_settings`)
         self,
         model: pl.LightningModule,
         train_dataloaders: Any = None,
         datamodule: pl.LightningDataModule | None = None,
         val_dataloaders: Any = None,
-        **sweep_args: Any,
+        *,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_steps: int = 100,
+        mode: str = "exponential",
+        early_stop_threshold: float | None = 4.0,
+        smoothing: float = 0.98,
+        suggestion: SuggestionRule = "valley",
+        snapshot_device: str | None = None,
+        optimizer_idx: int | None = None,
+        val_batches: int = 0,
+        **unknown: Any,
     ) -> SweepResult:
         """Sweep the LR of ``model`` once on the given data and return the :class:`SweepResult`.
 
@@ -117,16 +125,14 @@ class LRSweepTuner:
             train_dataloaders: training data (a DataLoader, or a collection of them), if no datamodule.
             datamodule: a ``LightningDataModule`` providing ``train_dataloader``.
             val_dataloaders: validation data for validation-loss mode (``val_batches``), if no datamodule.
-            **sweep_args: any of ``min_lr``, ``max_lr``, ``num_steps``, ``mode``, ``early_stop_threshold``,
-                ``smoothing``, ``suggestion``, ``snapshot_device``, ``optimizer_idx``, ``val_batches``
-                (see :class:`~lightning_lrsweep.LRSweep`).
 
         Raises:
-            TypeError: an unknown sweep argument.
+            TypeError: an unknown keyword argument (the message lists the sweep settings), before any step.
             ValueError: an argument out of range, a model the sweep cannot run on, or `FSDPStrategy` or
                 DeepSpeed (shard with ``ModelParallelStrategy`` and ``fully_shard`` instead).
         """
-        config = SweepConfig(**sweep_args)
+        reject_unknown("LRSweepTuner.sweep()", unknown, SweepConfig)
+        config = from_arguments(SweepConfig, locals())
         trainer = self.trainer
         check_strategy(trainer)
         probe = _SweepOnce(config)
@@ -140,11 +146,11 @@ class LRSweepTuner:
         finally:
             rng.restore()
             trainer.callbacks.remove(probe)  # type: ignore[attr-defined]
-            trainer.fit_loop._combined_loader = None  # the next fit builds its own loaders
+            forget_train_loaders(trainer)  # the next fit builds its own loaders
         launcher = trainer.strategy.launcher
-        if isinstance(launcher, _MultiProcessingLauncher):
+        if is_spawn_launcher(launcher):
             probe.result = probe.returned.receive()
-            launcher._already_fit = False  # nothing was trained: the next `fit` on this trainer may spawn again
+            allow_another_fit(launcher)  # nothing was trained: the next `fit` on this trainer may spawn again
         if probe.result is None:
             raise RuntimeError("The LR sweep did not run: the trainer ended `fit` before `on_fit_start`.")
         _announce(probe.result)

@@ -7,9 +7,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import Logger
-from models import Classifier, assert_same_state, loader, state, trainer
+from models import Classifier, assert_same_state, fit, loader, state
 from torch import nn
 
 from lightning_lrsweep import LRSweep
@@ -17,11 +16,6 @@ from lightning_lrsweep import LRSweep
 START, APPLIED = 0.025, 0.05
 """A swept fit starts at START and its fit-start sweep applies APPLIED: a factor of exactly 2, so every
 scaled quantity (schedulers' base LRs, OneCycleLR's bounds) is bit-for-bit what a plain fit at APPLIED has."""
-
-
-def is_sweep_step(module: pl.LightningModule) -> bool:
-    """Whether ``training_step`` is being called by a sweep (which hides the trainer's callbacks)."""
-    return module._trainer is not None and module.trainer.callbacks == []
 
 
 class Val(Classifier):
@@ -57,17 +51,14 @@ def run(
     epochs: int = 2,
     **trainer_kwargs: Any,
 ) -> tuple[pl.LightningModule, pl.Trainer]:
-    seed_everything(7)
-    model = model_fn(lr)
+    """A seeded fit of ``model_fn(lr)`` on ``data()`` (default 128 blobs) or ``datamodule()``, made fresh for it."""
     val = trainer_kwargs.pop("val_dataloaders", None)
     if callable(trainer_kwargs.get("plugins")):  # a fresh plugin (and grad scaler) for every fit
         trainer_kwargs["plugins"] = trainer_kwargs["plugins"]()
-    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
     if datamodule is not None:
-        t.fit(model, datamodule=datamodule())
-    else:
-        t.fit(model, (data or (lambda: loader(n=128)))(), val)
-    return model, t
+        return fit(lambda: model_fn(lr), callbacks, seed=7, epochs=epochs, datamodule=datamodule(), **trainer_kwargs)
+    train = (data or (lambda: loader(n=128)))()
+    return fit(lambda: model_fn(lr), callbacks, seed=7, epochs=epochs, data=train, val=val, **trainer_kwargs)
 
 
 def tensors_of(value: Any) -> Any:

@@ -1,4 +1,7 @@
-"""Applying an LR: attribute, param groups (ratios kept), schedulers that continue from the new value."""
+"""Applying an LR: attribute, param groups (ratios kept), schedulers that continue from the new value.
+
+In a fit, against a plain fit at the applied LR, for every kind of scheduler: test_compat.py.
+"""
 
 import pytest
 import torch
@@ -53,30 +56,6 @@ def test_find_lr_attr_prefers_lr_then_learning_rate():
             del self.hparams["lr"]
 
     assert find_lr_attr(Other()) == "learning_rate"
-
-
-class OneCycleModule(Classifier):
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-        total = self.trainer.estimated_stepping_batches
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-class PeakLR(Callback):
-    def __init__(self):
-        self.lrs = []
-
-    def on_train_batch_end(self, trainer, *args):
-        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
-
-
-def test_onecycle_in_a_fit_peaks_at_the_suggestion_and_keeps_it():
-    peak = PeakLR()
-    model = OneCycleModule(lr=0.01)
-    trainer(max_epochs=2, callbacks=[LRSweep(num_steps=20, suggestion=lambda r: 0.2), peak]).fit(model, loader())
-    assert max(peak.lrs) == pytest.approx(0.2, rel=0.02)
-    assert model.hparams.lr == 0.2
 
 
 class Moments(Callback):

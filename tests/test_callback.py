@@ -1,22 +1,31 @@
 """LRSweep in a real fit: no trace, applying, re-tuning, refusing bad input."""
 
+import inspect
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import seed_everything
-from models import Classifier, assert_same_state, loader, state, trainer
-from torch.utils.data import DataLoader
+from models import (
+    Classifier,
+    TwoOptimizers,
+    assert_same_state,
+    case_id,
+    loader,
+    state,
+    sweep_by_fit,
+    sweep_by_tuner,
+    trainer,
+)
+from models import fit as seeded_fit
 
-from lightning_lrsweep import LRSweep, LRSweepTuner
-from lightning_lrsweep.suggest import METHODS
+from lightning_lrsweep import LRSweep
+from lightning_lrsweep.config import CallbackConfig, SweepConfig, settings_of
+from lightning_lrsweep.suggestion_rules import METHODS
 
 
-def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", data=None, **trainer_kwargs):
-    seed_everything(7)
-    model = Classifier(lr=lr, optimizer=optimizer)
-    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
-    t.fit(model, data if data is not None else loader())
-    return model, t
+def fit(callbacks, lr=0.05, epochs=3, optimizer="sgd", **kwargs):
+    return seeded_fit(partial(Classifier, lr=lr, optimizer=optimizer), callbacks, seed=7, epochs=epochs, **kwargs)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -126,34 +135,62 @@ def test_update_attr_false_leaves_the_hparam_and_moves_the_optimizer():
     assert t.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.02)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"min_lr": 0}, "`min_lr` must be > 0, got 0"),
-        ({"min_lr": 1.0, "max_lr": 0.1}, "`max_lr` must be greater than `min_lr`"),
-        ({"num_steps": 4}, "`num_steps` must be an int >= 5, got 4"),
-        ({"mode": "cosine"}, "`mode` must be one of .* got 'cosine'"),
-        ({"suggestion": "best"}, "`suggestion` must be one of .* got 'best'"),
-        ({"every_n_epochs": 0}, "`every_n_epochs` must be an int >= 1 or None, got 0"),
-        ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
-        ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
-        ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
-        ({"max_change": 0.5}, "`max_change` must be a number >= 1"),
-        ({"max_change": "2x"}, "`max_change` must be a number >= 1 .*got '2x'"),
-        ({"retune_window": 1.0}, "`retune_window` must be a finite number > 1, got 1.0"),
-        ({"retune_num_steps": 2}, "`retune_num_steps` must be an int >= 5, got 2"),
-        ({"retune_num_steps": 7.5}, "`retune_num_steps` must be an int >= 5, got 7.5"),
-        ({"retune_window": float("inf")}, "`retune_window` must be a finite number > 1, got inf"),
-        ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
-        ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
-        ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
-        ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
-        ({"anneal": None}, "`anneal` must be True or False, got None"),
-    ],
-)
+BAD_ARGUMENTS = [
+    ({"min_lr": 0}, "`min_lr` must be > 0, got 0"),
+    ({"min_lr": 1.0, "max_lr": 0.1}, "`max_lr` must be greater than `min_lr`"),
+    ({"num_steps": 4}, "`num_steps` must be an int >= 5, got 4"),
+    ({"mode": "cosine"}, "`mode` must be one of .* got 'cosine'"),
+    ({"suggestion": "best"}, "`suggestion` must be one of .* got 'best'"),
+    ({"every_n_epochs": 0}, "`every_n_epochs` must be an int >= 1 or None, got 0"),
+    ({"milestones": [2, -1]}, r"`milestones` must be epoch numbers >= 0, got \[2, -1\]"),
+    ({"early_stop_threshold": 0.5}, "`early_stop_threshold` must be > 1 or None"),
+    ({"smoothing": 1.0}, r"`smoothing` must be in \[0, 1\), got 1.0"),
+    ({"max_change": 0.5}, "`max_change` must be a number >= 1"),
+    ({"max_change": "2x"}, "`max_change` must be a number >= 1 .*got '2x'"),
+    ({"retune_window": 1.0}, "`retune_window` must be a finite number > 1, got 1.0"),
+    ({"retune_num_steps": 2}, "`retune_num_steps` must be an int >= 5, got 2"),
+    ({"retune_num_steps": 7.5}, "`retune_num_steps` must be an int >= 5, got 7.5"),
+    ({"retune_window": float("inf")}, "`retune_window` must be a finite number > 1, got inf"),
+    ({"retune_window": "wide"}, "`retune_window` must be a finite number > 1, got 'wide'"),
+    ({"retune_suggestion": "up"}, "`retune_suggestion` must be one of .* got 'up'"),
+    ({"snapshot_device": "cuda"}, "`snapshot_device` must be None or 'cpu'"),
+    ({"anneal": "no"}, "`anneal` must be True or False, got 'no'"),
+    ({"anneal": None}, "`anneal` must be True or False, got None"),
+    ({"milestones": (1, 2.5)}, r"`milestones` must be epoch numbers >= 0, got \[1, 2.5\]"),
+    ({"attr_name": 3}, "`attr_name` must be None or an attribute name, got 3"),
+    ({"update_attr": "yes"}, "`update_attr` must be True or False, got 'yes'"),
+    ({"log_curves": 1}, "`log_curves` must be True or False, got 1"),
+    ({"optimizer_idx": -1}, r"`optimizer_idx` must be None \(a single optimizer\) or an int >= 0, got -1"),
+    ({"val_batches": True}, "`val_batches` must be an int >= 0 .*got True"),
+    ({"race_steps": -2}, r"`race_steps` must be an int >= 0 \(0: no race\), got -2"),
+    ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
+    ({"low_confidence": "drop"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'drop'"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), BAD_ARGUMENTS, ids=[case_id(kwargs) for kwargs, _ in BAD_ARGUMENTS])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LRSweep(**kwargs)
+
+
+def test_the_signature_takes_every_setting_with_its_declared_type_and_default():
+    parameters = inspect.signature(LRSweep).parameters
+    declared = [f for config in (SweepConfig, CallbackConfig) for f in settings_of(config)]
+    assert {n: (p.annotation, p.default) for n, p in parameters.items()} == {
+        f.name: (f.type, f.default) for f in declared
+    }
+    doc = inspect.getdoc(LRSweep)
+    assert all(f"{f.name}: {f.metadata['meaning'][:20]}" in doc for f in declared)
+
+
+def test_milestones_are_kept_sorted_without_repeats_and_retunes_follow_a_callable_rule():
+    def rule(result):
+        return 0.1
+
+    sweep = LRSweep(milestones=(4, 1, 4), suggestion=rule)
+    assert sweep.settings.milestones == [1, 4] and sweep.settings.retune_suggestion is rule
+    assert LRSweep().settings.retune_suggestion == "edge"
 
 
 class NoLR(Classifier):
@@ -165,52 +202,27 @@ class NoLR(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_missing_lr_attribute_is_refused_before_any_step():
-    model = NoLR()
+@pytest.mark.parametrize(
+    ("make", "sweep", "match"),
+    [
+        (NoLR, sweep_by_fit, "could not find the LR attribute of NoLR"),
+        (partial(Classifier, lr=0.0), sweep_by_fit, "LR attribute `lr` of Classifier is 0.0"),
+        (partial(Classifier, lr=0.0), sweep_by_tuner, "largest base LR is 0.0"),
+    ],
+    ids=["callback_without_lr_attribute", "callback_lr_attribute_zero", "tuner_optimizer_lr_zero"],
+)
+def test_an_unusable_lr_is_refused_before_any_step(make, sweep, match):
+    model, t = make(), trainer(callbacks=[LRSweep()] if sweep is sweep_by_fit else [])
     before = state(model)
-    with pytest.raises(ValueError, match="could not find the LR attribute of NoLR"):
-        trainer(callbacks=[LRSweep()]).fit(model, loader())
-    assert_same_state(before, state(model))
-
-
-def test_a_zero_lr_attribute_is_refused_before_any_step():
-    model = Classifier(lr=0.0)
-    before = state(model)
-    with pytest.raises(ValueError, match="LR attribute `lr` of Classifier is 0.0"):
-        trainer(callbacks=[LRSweep()]).fit(model, loader())
-    assert_same_state(before, state(model))
-
-
-def test_the_tuner_refuses_an_optimizer_lr_of_zero_before_any_step():
-    model = Classifier(lr=0.0)
-    before = state(model)
-    with pytest.raises(ValueError, match="largest base LR is 0.0"):
-        LRSweepTuner(trainer()).sweep(model, loader())
+    with pytest.raises(ValueError, match=match):
+        sweep(t, model)
+    assert t.global_step == 0
     assert_same_state(before, state(model))
 
 
 def test_unknown_attr_name_is_named():
     with pytest.raises(AttributeError, match="`attr_name='base_lr'` was given"):
         trainer(callbacks=[LRSweep(attr_name="base_lr")]).fit(Classifier(), loader())
-
-
-class TwoOptimizers(Classifier):
-    def __init__(self):
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx):
-        opt_a, opt_b = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
-        self.manual_backward(loss)
-        opt_a.step()
-        opt_b.step()
-        return loss
-
-    def configure_optimizers(self):
-        half = len(list(self.parameters())) // 2
-        params = list(self.parameters())
-        return [torch.optim.SGD(params[:half], lr=self.hparams.lr), torch.optim.SGD(params[half:], lr=0.1)]
 
 
 def test_two_optimizers_are_refused_before_any_step():
@@ -230,15 +242,14 @@ def test_fast_dev_run_skips_with_a_warning():
     assert sweep.history == []
 
 
-def test_every_method_name_is_accepted():
-    for method in METHODS:
-        LRSweep(suggestion=method)
-
-
-def test_short_loader_is_cycled_to_reach_num_steps():
-    sweep = LRSweep(num_steps=30, early_stop_threshold=None, max_lr=0.1, suggestion=lambda r: 0.05)
-    fit([sweep], epochs=1, data=DataLoader(loader().dataset, batch_size=128))  # 2 batches per pass
-    assert len(sweep.history[0].result.lrs) == 30
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_name_picks_the_fit_start_lr(method):
+    sweep = LRSweep(suggestion=method, num_steps=30)
+    model, _ = fit([sweep], epochs=1, limit_train_batches=1)
+    record = sweep.history[0]
+    assert record.result.method == method
+    assert record.suggested_lr == record.result.suggest(method).lr and record.suggested_lr is not None
+    assert model.hparams.lr == record.applied_lr == record.suggested_lr
 
 
 class DecayToZero(Classifier):
@@ -249,10 +260,8 @@ class DecayToZero(Classifier):
 
 def test_a_retune_at_lr_zero_is_skipped_with_a_warning():
     sweep = LRSweep(every_n_epochs=1, num_steps=10, retune_num_steps=10)
-    seed_everything(7)
-    t = trainer(max_epochs=3, callbacks=[sweep])
     with pytest.warns(UserWarning, match="skipped the re-tune at epoch 2: the optimizer's LR is 0"):
-        t.fit(DecayToZero(), loader())
+        _, t = seeded_fit(DecayToZero, [sweep], seed=7, epochs=3)
     assert t.current_epoch == 3
     assert [r.epoch for r in sweep.history] == [0, 1]  # nothing recorded for the skipped re-tune
     assert t.optimizers[0].param_groups[0]["lr"] == 0.0

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule, seed_everything
-from models import trainer
+from lightning.pytorch import LightningModule
+from models import fit
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_lrsweep import LRSweep
@@ -29,15 +29,13 @@ def noise_loader() -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(512, 4, generator=torch.Generator().manual_seed(0))), batch_size=8)
 
 
-@pytest.mark.parametrize(("action", "kept"), [("warn", False), ("keep", True)])
+@pytest.mark.parametrize(("action", "kept"), [("warn", False), ("keep", True)], ids=["warn", "keep"])
 def test_a_low_confidence_sweep_warns_and_keeps_the_lr_when_asked(action, kept):
-    seed_everything(0)
-    model = NoiseOnly()
     sweep = LRSweep(num_steps=60, low_confidence=action, early_stop_threshold=None)
     with pytest.warns(UserWarning, match="low confidence"):
-        trainer(max_steps=2, callbacks=[sweep]).fit(model, noise_loader())
+        model, _ = fit(NoiseOnly, [sweep], seed=0, data=noise_loader(), max_steps=2)
     record = sweep.history[0]
-    assert record.suggested_lr is not None and record.result.confidence < sweep.min_confidence
+    assert record.suggested_lr is not None and record.result.confidence < sweep.settings.min_confidence
     assert (model.lr == 0.01) == kept
     assert (record.applied_lr is None) == kept
 
@@ -48,6 +46,7 @@ def test_a_low_confidence_sweep_warns_and_keeps_the_lr_when_asked(action, kept):
         ({"min_confidence": 1.5}, r"`min_confidence` must be a number in \[0, 1\], got 1.5"),
         ({"low_confidence": "skip"}, r"`low_confidence` must be one of \('warn', 'keep'\), got 'skip'"),
     ],
+    ids=["min_confidence", "low_confidence"],
 )
 def test_bad_confidence_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):

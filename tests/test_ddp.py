@@ -77,18 +77,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _run(tmp_path_factory: pytest.TempPathFactory, script: Path, mode: str, n: int, timeout: float):
+    """Runs ``script mode OUT`` in a subprocess: what its ``n`` ranks reported, and OUT."""
+    out = tmp_path_factory.mktemp(mode)
+    _launch([sys.executable, str(script), mode, str(out)], timeout=timeout)
+    return _ranks(out, mode, n), out
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
-    out = tmp_path_factory.mktemp("ddp")
-    _launch([sys.executable, str(SCRIPT), "ddp", str(out)], timeout=150)
-    return _ranks(out, "ddp"), out
+    return _run(tmp_path_factory, SCRIPT, "ddp", n=2, timeout=150)
 
 
 @pytest.fixture(scope="module")
 def spawn_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("ddp_spawn")
-    _launch([sys.executable, str(SCRIPT), "ddp_spawn", str(out)], timeout=150)
-    return _ranks(out, "ddp_spawn", n=1)[0]  # the main process only: the workers are gone
+    ranks, _ = _run(tmp_path_factory, SCRIPT, "ddp_spawn", n=1, timeout=150)  # the main process: the workers are gone
+    return ranks[0]
 
 
 @pytest.fixture(scope="module")
@@ -106,16 +110,12 @@ def multinode_run(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
-    out = tmp_path_factory.mktemp("fsdp")
-    _launch([sys.executable, str(FSDP_SCRIPT), "fsdp", str(out)], timeout=240)
-    return _ranks(out, "fsdp"), out
+    return _run(tmp_path_factory, FSDP_SCRIPT, "fsdp", n=2, timeout=240)
 
 
 @pytest.fixture(scope="module")
 def mesh2d_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
-    out = tmp_path_factory.mktemp("mesh2d")
-    _launch([sys.executable, str(FSDP_SCRIPT), "2d", str(out)], timeout=240)
-    return _ranks(out, "2d", n=4), out
+    return _run(tmp_path_factory, FSDP_SCRIPT, "2d", n=4, timeout=240)
 
 
 def _losses(curve: dict) -> list[float]:
@@ -147,14 +147,58 @@ def test_validation_mode_and_race_agree_on_every_rank(ddp_run):
     assert first == second and first[0] == pytest.approx(ranks[0]["applied"], rel=1e-12)
 
 
-def test_one_rank_nan_stops_every_rank_at_the_same_step(ddp_run):
-    ranks, _ = ddp_run
+@pytest.mark.parametrize("run", ["ddp_run", "fsdp_run"], ids=["ddp", "fsdp2"])
+def test_one_rank_nan_stops_every_rank_at_the_same_step(request, run):
+    ranks, _ = request.getfixturevalue(run)
     first, second = (r["one_rank_nan"] for r in ranks)
     assert first == second
     losses = _losses(first["curve"])
     assert first["curve"]["stop_reason"] == "non_finite"
     assert len(losses) == 4 and math.isnan(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
     assert first["calls"] == second["calls"] == 4  # rank 0's loss was finite, it stopped all the same
+
+
+@pytest.mark.parametrize(
+    ("run", "scenario", "cause", "step"),
+    [
+        ("ddp_run", "one_rank_raises", "RuntimeError: boom on rank 1 in training_step", 2),
+        ("ddp_run", "raises_reading_data", "OSError: sample", 2),  # the dataset, drawing the 3rd batch
+        ("ddp_run", "raises_moving_first_batch", "RuntimeError: boom on rank 1 in on_after_batch_transfer", 0),
+        ("ddp_run", "raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its all-reduce
+        ("ddp_run", "raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
+        # with a grad scaler that skips that step on rank 0 (infinite gradients) but not on the failed rank 1
+        (
+            "ddp_run",
+            "raises_in_last_optimizer_step_the_scaler_skips",
+            "RuntimeError: boom on rank 1 in on_before_optimizer_step",
+            4,
+        ),
+        ("fsdp_run", "raises_after_forward", "RuntimeError: boom on rank 1 in training_step", 2),
+        ("fsdp_run", "raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its reduce-scatter
+        ("fsdp_run", "raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
+    ],
+    ids=[
+        "ddp-training_step",
+        "ddp-dataset",
+        "ddp-batch_transfer",
+        "ddp-backward",
+        "ddp-last_optimizer_step",
+        "ddp-last_optimizer_step_scaler_skips",
+        "fsdp2-after_forward",
+        "fsdp2-backward",
+        "fsdp2-last_optimizer_step",
+    ],
+)
+def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(request, run, scenario, cause, step):
+    ranks, _ = request.getfixturevalue(run)
+    first, second = (r[scenario] for r in ranks)
+    assert second["error"]["text"].startswith(cause)  # rank 1 raises its own exception...
+    assert any(f"step {step}," in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
+    assert first["error"]["type"] == "SweepStepError"  # ...and rank 0 says which rank raised what
+    assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
+    assert f"(at sweep step {step})" in first["error"]["text"]  # where rank 1 failed, not where rank 0 learned it
+    for rank in (first, second):  # every rank's model, optimizer and LR as they were before the sweep
+        assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
 
 
 def test_suggestion_applied_lr_and_hparams_are_identical_on_all_ranks(ddp_run):
@@ -172,34 +216,6 @@ def test_suggestion_applied_lr_and_hparams_are_identical_on_all_ranks(ddp_run):
 def test_warnings_come_from_rank_zero_only(ddp_run):
     ranks, _ = ddp_run
     assert [r["callback_fit"]["clamp_warnings"] for r in ranks] == [1, 0]
-
-
-@pytest.mark.parametrize(
-    ("scenario", "cause", "step"),
-    [
-        ("one_rank_raises", "RuntimeError: boom on rank 1 in training_step", 2),
-        ("raises_reading_data", "OSError: sample", 2),  # the dataset, drawing the 3rd batch
-        ("raises_moving_first_batch", "RuntimeError: boom on rank 1 in on_after_batch_transfer", 0),
-        ("raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its gradient all-reduce
-        ("raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
-        # with a grad scaler that skips that step on rank 0 (infinite gradients) but not on the failed rank 1
-        (
-            "raises_in_last_optimizer_step_the_scaler_skips",
-            "RuntimeError: boom on rank 1 in on_before_optimizer_step",
-            4,
-        ),
-    ],
-)
-def test_one_rank_raising_stops_every_rank_restores_and_names_the_rank(ddp_run, scenario, cause, step):
-    ranks, _ = ddp_run
-    first, second = (r[scenario] for r in ranks)
-    assert second["error"]["text"].startswith(cause)  # rank 1 raises its own exception...
-    assert any(f"step {step}," in note and "on rank 1 of 2" in note for note in second["error"]["notes"])
-    assert first["error"]["type"] == "SweepStepError"  # ...and rank 0 says which rank raised what
-    assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
-    assert f"(at sweep step {step})" in first["error"]["text"]  # where rank 1 failed, not where rank 0 learned it
-    for rank in (first, second):
-        assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
 
 
 def test_sweeps_every_epoch_leave_a_ddp_fit_bit_for_bit_equal_to_a_plain_one(ddp_run):
@@ -253,7 +269,7 @@ def test_two_nodes_under_torchrun_with_fsdp2_record_the_same_curve_and_end_with_
 # -- ModelParallelStrategy: FSDP2 (data_parallel_size=2) and tensor parallel (tensor_parallel_size=2) --------------
 
 
-@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
+@pytest.mark.parametrize("layout", ["fsdp2", "tp"], ids=["fsdp2", "tensor_parallel"])
 def test_sharded_fit_with_sweeps_equals_a_plain_fit_bit_for_bit_on_every_rank_shards(fsdp_run, layout):
     ranks, out = fsdp_run
     first, second = (r[f"{layout}_bit_for_bit"] for r in ranks)
@@ -270,7 +286,7 @@ def test_sharded_fit_with_sweeps_equals_a_plain_fit_bit_for_bit_on_every_rank_sh
         assert [shards["swept"]["net.2.weight"].shape[0] for shards in saved] == [2, 1]
 
 
-@pytest.mark.parametrize("layout", ["fsdp2", "tp"])
+@pytest.mark.parametrize("layout", ["fsdp2", "tp"], ids=["fsdp2", "tensor_parallel"])
 def test_snapshot_holds_only_this_rank_shards(fsdp_run, layout):
     ranks, _ = fsdp_run
     sizes = [r[f"{layout}_bit_for_bit"]["snapshot_sizes"] for r in ranks]
@@ -318,34 +334,6 @@ def test_fsdp2_retune_restores_every_rank_shards_and_adam_state(fsdp_run):
     ranks, _ = fsdp_run
     for rank in ranks:
         assert rank["restores_shards"] == {"retunes": [1], "restored": True, "has_adam_state": True}
-
-
-def test_fsdp2_one_rank_nan_stops_every_rank_at_the_same_step(fsdp_run):
-    ranks, _ = fsdp_run
-    first, second = (r["one_rank_nan"] for r in ranks)
-    assert first == second
-    losses = _losses(first["curve"])
-    assert first["curve"]["stop_reason"] == "non_finite"
-    assert len(losses) == 4 and math.isnan(losses[-1]) and all(math.isfinite(x) for x in losses[:-1])
-
-
-@pytest.mark.parametrize(
-    ("scenario", "cause", "step"),
-    [
-        ("raises_after_forward", "RuntimeError: boom on rank 1 in training_step", 2),
-        ("raises_in_backward", "RuntimeError: boom on rank 1 in backward", 2),  # before its reduce-scatter
-        ("raises_in_last_optimizer_step", "RuntimeError: boom on rank 1 in on_before_optimizer_step", 4),
-    ],
-)
-def test_fsdp2_one_rank_raising_stops_every_rank_and_restores_its_shards(fsdp_run, scenario, cause, step):
-    ranks, _ = fsdp_run
-    first, second = (r[scenario] for r in ranks)
-    assert second["error"]["text"].startswith(cause)
-    assert first["error"]["type"] == "SweepStepError"
-    assert f"rank 1 raised during an LR sweep step, so rank 0 stopped too (rank 1: {cause}" in first["error"]["text"]
-    assert f"(at sweep step {step})" in first["error"]["text"]
-    for rank in (first, second):
-        assert rank["restored"] and rank["optimizer_state_empty"] and rank["lrs"] == [0.01]
 
 
 def test_fsdp2_resume_from_a_distributed_checkpoint_retunes_on_the_same_schedule(fsdp_run):

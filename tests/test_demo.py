@@ -14,9 +14,13 @@ from lightning_lrsweep.demo import ShowSweeps, SpiralNet, run_demo, sweep_line
 
 
 def test_each_sweep_is_printed_and_saved_as_it_ends(tmp_path, capsys, svg_backend):
-    level = logging.getLogger("lightning.pytorch").level
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    level, open_before = logging.getLogger("lightning.pytorch").level, plt.get_fignums()
     sweep = run_demo(out=tmp_path, epochs=2, n=256, quiet=True)
     assert logging.getLogger("lightning.pytorch").level == level  # quiet while it trains, not for the caller after
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == open_before  # the user's pyplot untouched
     lines = [line.strip() for line in re.split(r"[\r\n]", capsys.readouterr().out) if line.strip()]
     events = [line for line in lines if re.match(r"epoch \d+ ", line)]
     assert [e.split(":")[0] for e in events] == [

@@ -1,14 +1,17 @@
-"""In one process: strategies the sweep refuses, and the channel that brings ddp_spawn results home."""
+"""In one process: strategies the sweep refuses, and the channel that brings ddp_spawn results home.
+
+The strategies it supports (DDP, ddp_spawn, ModelParallelStrategy: FSDP2 and tensor parallel) run in test_ddp.py.
+"""
 
 import multiprocessing
 import sys
 from types import SimpleNamespace
 
 import pytest
-from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
-from models import Classifier, assert_same_state, loader, state, trainer
+from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
+from models import Classifier, assert_same_state, state, sweep_by_fit, sweep_by_tuner, trainer
 
-from lightning_lrsweep import LRSweep, LRSweepTuner
+from lightning_lrsweep import LRSweep
 from lightning_lrsweep.distributed import SpawnReturn, check_strategy
 
 
@@ -21,24 +24,15 @@ def test_fsdp1_is_refused_naming_model_parallel_with_fully_shard():
         check_strategy(SimpleNamespace(strategy=FSDPStrategy()))
 
 
-def test_model_parallel_strategy_is_accepted():
-    check_strategy(SimpleNamespace(strategy=ModelParallelStrategy()))  # FSDP2 / tensor parallel: tests/test_ddp.py
-
-
-def test_deepspeed_is_refused_by_the_callback_before_any_step():
+@pytest.mark.parametrize("sweep", [sweep_by_fit, sweep_by_tuner], ids=["callback", "tuner"])
+def test_deepspeed_is_refused_before_any_step(sweep):
     model = Classifier()
     before = state(model)
     t = trainer(strategy=DeepSpeedStrategy(device="cpu"), callbacks=[LRSweep(num_steps=10)])
     with pytest.raises(ValueError, match="does not support `DeepSpeedStrategy`.*ModelParallelStrategy"):
-        t.fit(model, loader())
+        sweep(t, model)
     assert t.global_step == 0
     assert_same_state(before, state(model))
-
-
-def test_deepspeed_is_refused_by_the_tuner_before_fit():
-    t = trainer(strategy=DeepSpeedStrategy(device="cpu"))
-    with pytest.raises(ValueError, match="does not support `DeepSpeedStrategy`"):
-        LRSweepTuner(t).sweep(Classifier(), loader(), num_steps=10)
 
 
 def _send(channel: SpawnReturn) -> None:

@@ -50,10 +50,6 @@ def test_tuner_only(monkeypatch, tmp_path, capsys):
 TINY = ["--trainer.max_epochs=1", "--data.n=128", "--trainer.enable_progress_bar=false"]
 
 
-def cli_callbacks(cli):
-    return [c for c in cli.trainer.callbacks if isinstance(c, LRSweep)]
-
-
 def cli_main():
     return runpy.run_path(str(EXAMPLES / "cli.py"), run_name="example_cli")["main"]
 
@@ -62,7 +58,7 @@ def test_lightning_cli_config_runs(tmp_path):
     config = EXAMPLES / "cli_config.yaml"
     cli = cli_main()(["fit", f"--config={config}", "--trainer.callbacks.num_steps=20", *TINY])
     (sweep,) = [c for c in cli.trainer.callbacks if isinstance(c, LRSweep)]
-    assert sweep.every_n_epochs == 2 and sweep.config.num_steps == 20 and len(sweep.history) == 1
+    assert sweep.settings.every_n_epochs == 2 and sweep.config.num_steps == 20 and len(sweep.history) == 1
     log_dir = tmp_path / "lrsweep_out" / "cli" / "version_0"
     assert yaml.safe_load((log_dir / "hparams.yaml").read_text())["lr"] == pytest.approx(cli.model.hparams.lr)
     assert (log_dir / "lr_sweep" / "epoch=0.csv").exists()
@@ -75,3 +71,10 @@ def test_lightning_cli_flags_only():
     (sweep,) = [c for c in cli.trainer.callbacks if isinstance(c, LRSweep)]
     assert sweep.config.suggestion == "steepest" and sweep.config.num_steps == 20
     assert cli.model.hparams.lr == sweep.history[0].applied_lr
+
+
+def test_lightning_cli_sweep_subcommand_on_the_example_config(tmp_path, capsys):
+    args = ["sweep", f"--config={EXAMPLES / 'cli_config.yaml'}", "--sweep.num_steps=20", "--data.n=256"]
+    cli = cli_main()([*args, "--trainer.logger=false", f"--out={tmp_path}"])
+    assert cli.result is not None and len(cli.result.lrs) <= 20
+    assert "* valley" in capsys.readouterr().out and (tmp_path / "lr_sweep.png").exists()

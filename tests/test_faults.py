@@ -1,4 +1,4 @@
-"""Faults during sweeps: exceptions, interrupts, NaN, no divergence, memory over many sweeps."""
+"""Faults during sweeps: exceptions, interrupts, NaN, memory over many sweeps."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerStatus
-from matrix import assert_same, is_sweep_step, sweep_callback, tensors_of
-from models import Classifier, assert_same_state, loader, state, trainer
+from matrix import assert_same, sweep_callback, tensors_of
+from models import Classifier, assert_same_state, is_sweep_step, loader, state, trainer
 from torch import nn
 
 import lightning_lrsweep.sweep as sweep_module
-from lightning_lrsweep import LRSweep, LRSweepTuner
+from lightning_lrsweep import LRSweep
 from lightning_lrsweep.config import SweepConfig
 
 
@@ -70,7 +70,9 @@ class Capture(Callback):
         assert py_rng == random.getstate()
 
 
-@pytest.mark.parametrize(("n", "k"), [(1, 0), (1, 13), (2, 6)])
+@pytest.mark.parametrize(
+    ("n", "k"), [(1, 0), (1, 13), (2, 6)], ids=["fit_start_step_0", "fit_start_step_13", "retune_step_6"]
+)
 def test_exception_at_sweep_step_k_restores_everything_and_says_where(n, k):
     model = RaisesInSweep(RuntimeError("boom"), k=k, n=n)
     capture = Capture()
@@ -117,18 +119,10 @@ def test_nan_from_the_first_step_keeps_the_lr_and_warns():
     with pytest.warns(UserWarning, match=r"kept the LR at 0.05: no suggestion \(only 0 finite points.*became NaN/Inf"):
         trainer(callbacks=[sweep], limit_train_batches=2).fit(model := NaNLoss(), loader(n=64))
     record = sweep.history[0]
-    assert record.result.stop_reason == "non_finite" and record.applied_lr is None
+    assert record.result.stop_reason == "non_finite" and len(record.result.lrs) == 1
+    assert record.suggested_lr is None and record.applied_lr is None
     assert model.hparams.lr == 0.05
     assert model.trainer.optimizers[0].param_groups[0]["lr"] == 0.05
-
-
-def test_a_loss_that_never_diverges_runs_to_num_steps_and_says_so():
-    result = LRSweepTuner(trainer()).sweep(
-        Classifier(), loader(n=64), min_lr=1e-6, max_lr=1e-4, num_steps=25, early_stop_threshold=4.0
-    )
-    assert result.stop_reason == "num_steps" and len(result.lrs) == 25
-    assert "no divergence seen up to LR 0.0001 after 25 steps" in result.note
-    assert result.suggest().lr is not None or result.suggest().reason  # an answer from the points available
 
 
 class Wide(Classifier):

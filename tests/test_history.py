@@ -4,20 +4,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from functools import partial
+
 import numpy as np
 import pytest
-from lightning.pytorch import seed_everything
 from matplotlib.figure import Figure
-from models import Classifier, loader, trainer
+from models import Classifier, fit, loader, trainer
 
 from lightning_lrsweep import LRSweep
 
 
 @pytest.fixture(scope="module")
 def swept():
-    seed_everything(2)
     callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
-    trainer(max_epochs=3, callbacks=[callback]).fit(Classifier(lr=0.01), loader(n=96))
+    fit(partial(Classifier, lr=0.01), [callback], seed=2, epochs=3, data=loader(n=96))
     return callback
 
 
@@ -86,9 +86,8 @@ class NegativeLoss(Classifier):
 
 
 def test_a_negative_loss_is_drawn_relative_to_its_start_too():
-    seed_everything(2)
     callback = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
-    trainer(max_epochs=2, callbacks=[callback]).fit(NegativeLoss(lr=0.01), loader(n=96))
+    fit(partial(NegativeLoss, lr=0.01), [callback], seed=2, epochs=2, data=loader(n=96))
     assert all(r.result.curve.smoothed.max() < 0 for r in callback.history)
     curves = callback.plot_history(fig=Figure()).axes[0]
     drawn = [line for line in curves.lines if len(line.get_xdata()) > 2]

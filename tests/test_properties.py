@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lightning_lrsweep.suggest import METHODS, Curve, finite_prefix, suggest, zero_lag_curve
+from lightning_lrsweep.suggestion_rules import METHODS, Curve, finite_prefix, rule_suggestion, zero_lag_curve
 
 # Few examples, the same on every run (CI stays fast and reproducible; explore locally with more), no files written.
 FAST = settings(
@@ -49,7 +49,7 @@ def curves(draw, allow_nonfinite=True):
 @given(curve=curves(), method=st.sampled_from(sorted(METHODS)))
 def test_never_raises_and_stays_in_the_swept_range(curve, method):
     for read in (curve, zero_lag_curve(curve.lrs, curve.losses)):
-        outcome = suggest(read, method)
+        outcome = rule_suggestion(read, method)
         if outcome.lr is None:
             assert outcome.reason
         else:
@@ -87,27 +87,32 @@ def grid_curves(draw):
 @given(curve=grid_curves(), method=st.sampled_from(sorted(METHODS)), power=st.integers(-20, 20))
 def test_same_lr_when_the_loss_is_scaled(curve, method, power):
     scaled = curve.losses * 2.0**power
-    assert suggest(zero_lag_curve(curve.lrs, scaled), method) == suggest(zero_lag_curve(*curve[:2]), method)
+    assert rule_suggestion(zero_lag_curve(curve.lrs, scaled), method) == rule_suggestion(
+        zero_lag_curve(*curve[:2]), method
+    )
 
 
 @FAST
 @given(curve=grid_curves(), method=st.sampled_from(sorted(METHODS)), shift=st.integers(-900, 900))
 def test_same_lr_when_the_loss_is_shifted(curve, method, shift):
     shifted = curve.losses + shift / 16.0
-    assert suggest(zero_lag_curve(curve.lrs, shifted), method).lr == suggest(zero_lag_curve(*curve[:2]), method).lr
+    assert (
+        rule_suggestion(zero_lag_curve(curve.lrs, shifted), method).lr
+        == rule_suggestion(zero_lag_curve(*curve[:2]), method).lr
+    )
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_tiny_losses_are_not_called_flat(method):
     lrs = np.geomspace(1e-5, 1, 60)
     losses = 1e-12 * (2 - np.sin(np.linspace(0, np.pi, 60)))
-    assert suggest(zero_lag_curve(lrs, losses), method).lr is not None
+    assert rule_suggestion(zero_lag_curve(lrs, losses), method).lr is not None
 
 
 def test_minimum_is_clamped_to_the_swept_range():
     lrs = np.geomspace(1e-3, 1e-2, 10)  # a narrow sweep: lowest loss / 10 falls below its start
     losses = np.array([5, 1, 2, 3, 4, 5, 6, 7, 8, 9], dtype=float)
-    assert suggest(Curve(lrs, losses, losses), "minimum").lr == lrs[0]
+    assert rule_suggestion(Curve(lrs, losses, losses), "minimum").lr == lrs[0]
 
 
 @FAST
@@ -120,5 +125,5 @@ def test_any_floats_at_all_never_raise(losses, method):
     lrs = np.geomspace(1e-6, 1, len(losses))
     with np.errstate(all="ignore"):
         for curve in (Curve(lrs, losses, losses), zero_lag_curve(lrs, losses)):
-            outcome = suggest(curve, method)
+            outcome = rule_suggestion(curve, method)
             assert outcome.lr is None or lrs[0] <= outcome.lr <= lrs[-1]

@@ -1,22 +1,21 @@
 """The race from the sweep's snapshot: candidates from the curve, the lowest loss wins, no trace left."""
 
+from functools import partial
+
 import pytest
-from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import TQDMProgressBar
-from models import Classifier, assert_same_state, loader, state, trainer
+from models import Classifier, Manual, assert_same_state, loader, state
+from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
 
 
-def fit(callbacks, lr=0.05, val=False, **trainer_kwargs):
-    seed_everything(7)
-    model = Classifier(lr=lr)
-    t = trainer(max_epochs=2, callbacks=callbacks, **trainer_kwargs)
-    t.fit(model, loader(), val_dataloaders=loader(seed=1, shuffle=False) if val else None)
-    return model, t
+def fit(callbacks, lr=0.05, val=False, model=Classifier, epochs=2, **trainer_kwargs):
+    held_out = loader(seed=1, shuffle=False) if val else None
+    return seeded_fit(partial(model, lr=lr), callbacks, seed=7, epochs=epochs, val=held_out, **trainer_kwargs)
 
 
-@pytest.mark.parametrize("val", [False, True])
+@pytest.mark.parametrize("val", [False, True], ids=["training_loss", "validation_loss"])
 def test_a_fit_with_a_race_equals_a_plain_fit_at_the_lr_it_picked(val):
     sweep = LRSweep(num_steps=40, race_steps=6, min_confidence=0.0)
     raced, raced_trainer = fit([sweep], val=val)
@@ -50,19 +49,16 @@ def test_no_race_by_default():
     assert sweep.history[0].applied_lr == sweep.history[0].suggested_lr
 
 
-@pytest.mark.parametrize("bad", [-1, 2.5, True, "10"])
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "10"], ids=["negative", "float", "bool", "str"])
 def test_bad_race_steps_are_refused(bad):
     with pytest.raises(ValueError, match=r"`race_steps` must be an int >= 0.*got"):
         LRSweep(race_steps=bad)
 
 
 def test_a_race_under_manual_optimization_is_judged_on_the_training_loss():
-    from test_val_mode import Manual
-
     # a manual `training_step` steps the optimizer, so it cannot score validation batches: the training loss decides
     sweep = LRSweep(num_steps=30, race_steps=4, min_confidence=0.0)
-    seed_everything(7)
-    trainer(max_epochs=1, callbacks=[sweep]).fit(Manual(), loader(), val_dataloaders=loader(seed=1, shuffle=False))
+    fit([sweep], val=True, model=Manual, epochs=1)
     race = sweep.history[0].result.race
     assert race.judged_on == "training loss"
     assert sweep.history[0].applied_lr == race.winner

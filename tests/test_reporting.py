@@ -1,26 +1,23 @@
 """Sweeps in the loggers (real CSVLogger and TensorBoardLogger), the progress bar and the summary line."""
 
 import logging
+from functools import partial
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, loader, trainer
+from models import Classifier, Halving, loader, marks, up_by_half
+from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep.reporting import current_lr, sweep_figure
 
 
-def fit(callbacks, epochs=2, **trainer_kwargs):
-    seed_everything(3)
-    model = Classifier(lr=0.01)
-    t = trainer(max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
-    t.fit(model, loader(n=128))
-    return model, t
+def fit(callbacks, epochs=2, model=Classifier, **trainer_kwargs):
+    return seeded_fit(partial(model, lr=0.01), callbacks, seed=3, epochs=epochs, data=loader(n=128), **trainer_kwargs)
 
 
 def sweep(**kwargs):
@@ -71,12 +68,6 @@ def test_logging_curves_keeps_the_users_backend_and_leaves_no_figure_open(tmp_pa
     assert plt.get_fignums() == open_before
     for name in ("tb", "csv"):
         assert (tmp_path / name / "version_0" / "lr_sweep" / "epoch=1.png").stat().st_size > 1000
-
-
-def marks(ax):
-    """The x of every dashed marker line on ``ax``, and the legend's labels."""
-    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
-    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def fixed(lr):
@@ -176,37 +167,16 @@ def test_hparams_kept_out_of_the_logger_stay_out(tmp_path):
             super().__init__(lr=lr)
             self.save_hyperparameters(logger=False)
 
-    seed_everything(3)
-    t = trainer(max_epochs=1, callbacks=[sweep(log_curves=False)], logger=CSVLogger(tmp_path, name="run"))
-    t.fit(Quiet(), loader(n=128))
+    fit([sweep(log_curves=False)], epochs=1, model=Quiet, logger=CSVLogger(tmp_path, name="run"))
     hparams = tmp_path / "run" / "version_0" / "hparams.yaml"
     assert not hparams.exists() or not yaml.safe_load(hparams.read_text())
 
 
-class Halving(Classifier):
-    """The LR halves every epoch, so a re-tune measures a scheduled LR below the base LR."""
-
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
-
-
 def test_under_a_scheduler_logged_hparams_module_and_checkpoint_hold_the_base_lr(tmp_path):
-    up = LRSweep(
-        every_n_epochs=1,
-        num_steps=15,
-        retune_num_steps=10,
-        suggestion=lambda r: 0.09,
-        retune_suggestion=lambda r: 1.5 * (r.min_lr * r.max_lr) ** 0.5,  # 1.5x the LR the re-tune measured
-        log_curves=False,
-    )
+    up = sweep(suggestion=lambda r: 0.09, retune_suggestion=up_by_half, log_curves=False)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0)
-    seed_everything(3)
-    model = Halving(lr=0.01)
-    t = trainer(
-        max_epochs=3, callbacks=[up, checkpoint], logger=CSVLogger(tmp_path, name="run"), enable_checkpointing=True
-    )
-    t.fit(model, loader(n=128))
+    logger = CSVLogger(tmp_path, name="run")
+    model, t = fit([up, checkpoint], epochs=3, model=Halving, logger=logger, enable_checkpointing=True)
     applied = [r.applied_lr for r in up.history]
     assert applied == pytest.approx([0.09, 0.09 * 0.5 * 1.5, 0.09 * 1.5**2 * 0.5**2])  # the scheduled LRs
     base = 0.09 * 1.5**2  # each re-tune scales the base LR by the same 1.5

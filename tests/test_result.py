@@ -2,6 +2,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+from models import marks
 
 from lightning_lrsweep import SweepResult
 from lightning_lrsweep.smoothing import ema
@@ -86,12 +87,6 @@ def test_suggestion_none_warns_with_its_reason():
 @pytest.mark.parametrize("method", ["valley", "steepest", "minimum", "sma_slope"])
 def test_every_method_answers_on_a_clean_curve(method):
     assert 1e-4 < make_result().suggestion(method) < 0.3
-
-
-def marks(ax):
-    """The x of every dashed marker line on ``ax``, and the legend's labels."""
-    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_linestyle() == "--"]
-    return xs, [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_plots_mark_a_given_lr_instead_of_the_suggestion():

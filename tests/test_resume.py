@@ -6,41 +6,31 @@ import yaml
 from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from models import Classifier, loader, trainer
-from torch import nn
+from models import Halving, Plain, case_id, fit, loader, trainer, up_by_half
 
 from lightning_lrsweep import LRSweep
-
-
-class Plain(Classifier):
-    """No dropout, so a resumed run (whose global RNG differs) computes exactly what an uninterrupted one does."""
-
-    def __init__(self, lr: float = 0.01) -> None:
-        super().__init__(lr=lr)
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
 def sweep(**kwargs):
     return LRSweep(every_n_epochs=2, num_steps=15, retune_num_steps=10, **kwargs)
 
 
-class Halving(Plain):
-    """The LR halves every epoch, so a re-tune measures a scheduled LR below the base LR."""
-
-    def configure_optimizers(self):
-        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=0.9)
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)}
-
-
 def run(callback, epochs, ckpt_dir=None, ckpt_path=None, model_cls=Plain, **trainer_kwargs):
-    seed_everything(5)
-    model = model_cls()
     callbacks = list(callback) if isinstance(callback, list) else [callback]
     if ckpt_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0))
-    t = trainer(max_epochs=epochs, callbacks=callbacks, enable_checkpointing=ckpt_dir is not None, **trainer_kwargs)
-    t.fit(model, loader(n=96, shuffle=False), ckpt_path=ckpt_path)
-    return model, t
+    data = loader(n=96, shuffle=False)
+    checkpointing = ckpt_dir is not None
+    return fit(
+        model_cls,
+        callbacks,
+        seed=5,
+        epochs=epochs,
+        data=data,
+        ckpt_path=ckpt_path,
+        enable_checkpointing=checkpointing,
+        **trainer_kwargs,
+    )
 
 
 def summary(history):
@@ -101,13 +91,14 @@ def test_state_round_trip_and_two_instances_coexist(tmp_path):
 def test_resume_mid_epoch_does_not_repeat_that_epochs_retune(tmp_path):
     first = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
     seed_everything(5)
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=4)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="{step}", save_top_k=-1, every_n_train_steps=4)
     trainer(max_epochs=2, callbacks=[first, checkpoint], enable_checkpointing=True).fit(
         Plain(), loader(n=96, shuffle=False)
     )
-    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # mid epoch 1
+    mid_epoch_1 = tmp_path / "step=4.ckpt"  # 3 steps an epoch: written after epoch 1's re-tune, before its end
+    assert torch.load(mid_epoch_1, weights_only=True)["epoch"] == 1
     resumed = LRSweep(every_n_epochs=1, num_steps=15, retune_num_steps=10)
-    run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    run(resumed, epochs=3, ckpt_path=mid_epoch_1)
     assert [r.epoch for r in resumed.history] == [0, 1, 2]
 
 
@@ -116,11 +107,6 @@ def test_a_second_fit_with_the_same_instance_retunes_again():
     run(callback, epochs=2)
     run(callback, epochs=2)
     assert [r.epoch for r in callback.history] == [0, 1, 0, 1]
-
-
-def up_by_half(result):
-    """A re-tune rule: 1.5x the LR the re-tune measured (the centre of its window)."""
-    return 1.5 * (result.min_lr * result.max_lr) ** 0.5
 
 
 def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp_path):
@@ -161,6 +147,7 @@ def test_resume_under_a_scheduler_restores_the_base_lr_not_the_scheduled_one(tmp
         {"low_confidence": "keep"},
         {"anneal": False},
     ],
+    ids=case_id,
 )
 def test_every_setting_that_shapes_the_sweeps_is_in_the_state_key(change):
     assert LRSweep().state_key != LRSweep(**change).state_key
@@ -188,12 +175,43 @@ def test_two_instances_differing_only_in_retune_settings_restore_their_own_histo
     assert summary(b2.history) == summary(b.history)
 
 
-def test_resuming_with_settings_that_change_the_state_key_warns_that_the_history_is_gone(tmp_path):
-    run(sweep(max_change=2.0), epochs=2, ckpt_dir=tmp_path)
-    resumed = sweep(max_change=3.0)  # another state_key: Lightning does not hand it the saved state
+def test_resuming_with_other_settings_warns_naming_them_and_keeps_the_history(tmp_path, recwarn):
+    first = sweep(max_change=2.0)
+    run(first, epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(max_change=3.0)  # another state_key: the state saved under the first one is taken
+    with pytest.warns(UserWarning, match=r"differ from the checkpoint's: `max_change` 2.0 -> 3.0 \(saved -> now\)"):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [0, 2]  # epoch 0 restored, not re-run; epoch 2 re-tuned
+    assert summary(resumed.history[:1]) == summary(first.history)
+    assert not [w for w in recwarn if "without a saved history" in str(w.message)]
+
+
+def test_a_checkpoint_that_kept_its_settings_only_in_the_key_is_resumed_with_other_settings(tmp_path):
+    first = sweep(max_change=float("inf"), milestones=[1])
+    run(first, epochs=2, ckpt_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    del checkpoint["callbacks"][first.state_key]["settings"]  # as 0.1.0 saved it
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    resumed = sweep(max_change=2.0, milestones=[1])
+    with pytest.warns(UserWarning, match="differ from the checkpoint's: `max_change` inf -> 2.0 "):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "old.ckpt")
+    assert summary(resumed.history[:2]) == summary(first.history)
+
+
+def test_a_history_that_tuned_another_lr_is_not_taken(tmp_path):
+    run(sweep(), epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(attr_name="lr")  # the same LR in fact, but named: the saved history may be another one's
     with pytest.warns(UserWarning, match="LRSweep resumes from .* without a saved history"):
         run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
     assert [r.epoch for r in resumed.history] == [2]  # epoch 0 not restored, not re-run; epoch 2 re-tuned
+
+
+def test_two_saved_histories_that_could_both_be_this_instances_are_left(tmp_path):
+    run([sweep(), sweep(max_change=3.0)], epochs=2, ckpt_dir=tmp_path)
+    resumed = sweep(max_change=4.0)
+    with pytest.warns(UserWarning, match="without a saved history"):
+        run(resumed, epochs=3, ckpt_path=tmp_path / "last.ckpt")
+    assert [r.epoch for r in resumed.history] == [2]
 
 
 def test_resuming_with_the_same_settings_does_not_warn(tmp_path, recwarn):

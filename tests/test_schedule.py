@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lightning_lrsweep.schedule import lr_schedule, retune_window
+from lightning_lrsweep.schedule import lr_schedule, retune_bounds
 
 
 def test_exponential_multiplies_by_a_constant():
@@ -21,6 +21,6 @@ def test_unknown_mode_is_named():
 
 
 def test_retune_window_is_centred_and_capped():
-    assert retune_window(0.01, 10.0) == pytest.approx((0.001, 0.1))
-    low, high = retune_window(0.5, 10.0, max_lr=1.0)
+    assert retune_bounds(0.01, 10.0) == pytest.approx((0.001, 0.1))
+    low, high = retune_bounds(0.5, 10.0, max_lr=1.0)
     assert low == pytest.approx(0.05) and high == 1.0

@@ -33,10 +33,10 @@ def test_trailing_mean_averages_the_last_window():
 
 
 def test_the_sweep_records_the_same_smoothing_as_ema():
-    from lightning_lrsweep.sweep import _Recorder
+    from lightning_lrsweep.stop_rule import Recorder
 
     losses = [2.0, 1.5, 1.7, 1.2, 1.1, 0.9]
-    recorder = _Recorder(smoothing=0.9, threshold=None)
+    recorder = Recorder(smoothing=0.9, threshold=None)
     for k, loss in enumerate(losses):
         recorder.add(10.0**k, loss)
     np.testing.assert_allclose(recorder.smoothed, ema(np.array(losses), 0.9))

@@ -2,16 +2,16 @@ import numpy as np
 import pytest
 
 from lightning_lrsweep.smoothing import centered_mean
-from lightning_lrsweep.suggest import (
+from lightning_lrsweep.suggestion_rules import (
     Curve,
     confidence,
     finite_prefix,
     minimum,
     rate_of_change,
+    rule_suggestion,
     sma_slope,
     stability_edge,
     steepest,
-    suggest,
     supported_interval,
     valley,
     zero_lag_curve,
@@ -59,12 +59,12 @@ def test_rate_of_change_is_the_smoothed_step_difference():
 @pytest.mark.parametrize("method", ["valley", "steepest", "minimum", "sma_slope"])
 def test_suggest_explains_unusable_curves(method):
     lrs = np.geomspace(1e-5, 1, 20)
-    flat = suggest(Curve(lrs, np.ones(20), np.ones(20)), method)
+    flat = rule_suggestion(Curve(lrs, np.ones(20), np.ones(20)), method)
     assert flat.lr is None and "flat" in flat.reason
     rising = np.linspace(1, 5, 20)
-    up = suggest(Curve(lrs, rising, rising), method)
+    up = rule_suggestion(Curve(lrs, rising, rising), method)
     assert up.lr is None and "never falls" in up.reason
-    short = suggest(Curve(lrs[:3], rising[:3], rising[:3]), method)
+    short = rule_suggestion(Curve(lrs[:3], rising[:3], rising[:3]), method)
     assert short.lr is None and "3 finite points" in short.reason
 
 
@@ -73,12 +73,12 @@ def test_suggest_ignores_points_after_the_first_nan():
     losses = curve.losses.copy()
     losses[-10:] = np.nan
     assert finite_prefix(Curve(curve.lrs, losses, losses)).lrs.size == curve.lrs.size - 10
-    assert suggest(Curve(curve.lrs, losses, losses), "steepest").lr is not None
+    assert rule_suggestion(Curve(curve.lrs, losses, losses), "steepest").lr is not None
 
 
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="`suggestion` must be one of .* got 'best'"):
-        suggest(range_test_curve(), "best")
+        rule_suggestion(range_test_curve(), "best")
 
 
 def test_zero_lag_curve_drops_non_finite_tail_and_smooths_without_lag():
@@ -141,7 +141,7 @@ def _two_valleys(lrs: np.ndarray) -> np.ndarray:
 def test_a_clear_descent_is_confident_and_its_interval_spans_the_descent(noise):
     clean = range_test_curve(n=100)
     curve = zero_lag_curve(clean.lrs, _noisy(clean.losses, noise))
-    lr = suggest(curve, "valley").lr
+    lr = rule_suggestion(curve, "valley").lr
     interval = supported_interval(curve, lr)
     assert confidence(curve) > 0.7
     assert interval.low <= lr <= interval.high

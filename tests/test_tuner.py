@@ -1,5 +1,6 @@
 """LRSweepTuner: one sweep on demand, the model untouched, the trainer reusable."""
 
+import inspect
 import logging
 import random
 
@@ -8,10 +9,11 @@ import pytest
 import torch
 from lightning.pytorch import LightningDataModule, seed_everything
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from models import Classifier, assert_same_state, blobs, loader, state, trainer
+from models import Blobs, Classifier, assert_same_state, blobs, case_id, loader, state, trainer
 from torch.utils.data import DataLoader, random_split
 
 from lightning_lrsweep import LRSweepTuner, SweepResult
+from lightning_lrsweep.config import SweepConfig, settings_of
 
 
 def test_sweep_returns_a_result_and_leaves_the_model_as_it_was():
@@ -24,19 +26,6 @@ def test_sweep_returns_a_result_and_leaves_the_model_as_it_was():
     assert model.hparams.lr == 0.05
 
 
-def test_trainer_can_fit_after_a_sweep():
-    model = Classifier()
-    t = trainer(max_epochs=1)
-    LRSweepTuner(t).sweep(model, loader(n=64), num_steps=10)
-    t.fit(model, loader())
-    assert t.global_step == 8
-
-
-class Blobs(LightningDataModule):
-    def train_dataloader(self):
-        return loader()
-
-
 def test_datamodule_is_accepted():
     result = LRSweepTuner(trainer()).sweep(Classifier(), datamodule=Blobs(), num_steps=20)
     assert len(result.lrs) >= 5
@@ -47,9 +36,30 @@ def test_bad_sweep_argument_is_refused_before_any_step():
     before = state(model)
     with pytest.raises(ValueError, match="`num_steps` must be an int >= 5, got 3"):
         LRSweepTuner(trainer()).sweep(model, loader(), num_steps=3)
-    with pytest.raises(TypeError, match="max_steps"):
-        LRSweepTuner(trainer()).sweep(model, loader(), max_steps=3)
     assert_same_state(before, state(model))
+
+
+@pytest.mark.parametrize(
+    "unknown", [{"foo": 1}, {"max_steps": 3}, {"min_stop_lr": 1e-3}, {"every_n_epochs": 2}], ids=case_id
+)
+def test_an_unknown_argument_lists_the_sweep_settings_before_any_step(unknown):
+    model, t = Classifier(), trainer()
+    before = state(model)
+    (name,) = unknown
+    valid = ", ".join(f.name for f in settings_of(SweepConfig))
+    with pytest.raises(TypeError, match=rf"unknown argument\(s\) `{name}`; the sweep settings are: {valid}\.$"):
+        LRSweepTuner(t).sweep(model, loader(), **unknown)
+    assert_same_state(before, state(model))
+    assert t.global_step == 0 and t.state.fn is None  # fit never started
+
+
+def test_the_sweep_signature_takes_every_sweep_setting_with_its_declared_type_and_default():
+    parameters = inspect.signature(LRSweepTuner.sweep).parameters
+    keyword_only = {n: (p.annotation, p.default) for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert keyword_only == {f.name: (f.type, f.default) for f in settings_of(SweepConfig)}
+    assert all(
+        f"{f.name}: {f.metadata['meaning'][:20]}" in LRSweepTuner.sweep.__doc__ for f in settings_of(SweepConfig)
+    )
 
 
 @pytest.mark.parametrize("make_logger", [lambda root: True, TensorBoardLogger, CSVLogger], ids=["default", "tb", "csv"])
@@ -66,19 +76,12 @@ class Failing(Classifier):
         raise RuntimeError("boom in training_step")
 
 
-def test_the_users_logger_is_back_after_a_sweep_that_raises(tmp_path):
-    t = trainer(logger=CSVLogger(tmp_path))
-    logger = t.logger
-    with pytest.raises(RuntimeError, match="boom in training_step"):
-        LRSweepTuner(t).sweep(Failing(), loader(n=64), num_steps=10)
-    assert t.logger is logger
-
-
 def test_a_fit_after_a_sweep_logs_and_checkpoints_into_the_loggers_version_folder(tmp_path):
     t = trainer(logger=CSVLogger(tmp_path, name="run"), enable_checkpointing=True, default_root_dir=tmp_path)
     model = Classifier()
     LRSweepTuner(t).sweep(model, loader(n=64), num_steps=10)
-    t.fit(model, loader(n=64))
+    t.fit(model, loader())
+    assert t.global_step == 8  # a whole epoch of 8 batches, none counted by the sweep
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     version = tmp_path / "run" / "version_0"
     assert (version / "metrics.csv").exists() and len(list((version / "checkpoints").glob("*.ckpt"))) == 1
@@ -125,11 +128,12 @@ def test_a_sweep_before_a_seeded_fit_leaves_the_fit_bit_for_bit_the_same():
     assert_same_state(fit_weights(sweep_first=False), fit_weights(sweep_first=True))
 
 
-def test_the_rng_is_restored_when_the_sweep_raises():
-    tuner, model = LRSweepTuner(trainer()), Failing()
-    before = rng_states()
+def test_a_sweep_that_raises_gives_back_the_users_logger_and_rng(tmp_path):
+    t, model = trainer(logger=CSVLogger(tmp_path)), Failing()
+    logger, before = t.logger, rng_states()
     with pytest.raises(RuntimeError, match="boom in training_step"):
-        tuner.sweep(model, datamodule=RandomSplit(), num_steps=10)
+        LRSweepTuner(t).sweep(model, datamodule=RandomSplit(), num_steps=10)
+    assert t.logger is logger
     assert_same_rng(before, rng_states())
 
 

@@ -1,25 +1,14 @@
 """Validation-loss mode: a sweep judged on the loss over a few validation batches after each step."""
 
+from functools import partial
+
 import pytest
 import torch
 from lightning.pytorch import seed_everything
-from models import Classifier, assert_same_state, loader, state, trainer
+from models import Classifier, Manual, assert_same_state, loader, state, trainer
+from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep, LRSweepTuner
-
-
-class Manual(Classifier):
-    def __init__(self) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-
-    def training_step(self, batch, batch_idx):
-        opt = self.optimizers()
-        loss = super().training_step(batch, batch_idx)
-        opt.zero_grad()
-        self.manual_backward(loss)
-        opt.step()
-        return loss
 
 
 def test_val_mode_records_the_eval_loss_on_the_first_validation_batches():
@@ -43,12 +32,8 @@ def test_val_mode_records_the_eval_loss_on_the_first_validation_batches():
 
 
 def test_a_fit_with_val_mode_equals_a_plain_fit_at_the_applied_lr():
-    def fit(callbacks, lr):
-        seed_everything(7)
-        model = Classifier(lr=lr)
-        t = trainer(max_epochs=2, callbacks=callbacks)
-        t.fit(model, loader(), val_dataloaders=loader(seed=1))  # a shuffled val loader draws from the RNG
-        return model, t
+    def fit(callbacks, lr):  # a shuffled validation loader draws from the RNG
+        return seeded_fit(partial(Classifier, lr=lr), callbacks, seed=7, epochs=2, val=loader(seed=1))
 
     sweep = LRSweep(num_steps=30, val_batches=2, min_confidence=0.0)
     swept, swept_trainer = fit([sweep], 0.05)
@@ -71,13 +56,13 @@ def test_val_mode_with_manual_optimization_is_refused():
         LRSweepTuner(trainer()).sweep(Manual(), train_dataloaders=loader(), val_dataloaders=loader(), val_batches=2)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True])
+@pytest.mark.parametrize("bad", [-1, 1.5, True], ids=["negative", "float", "bool"])
 def test_bad_val_batches_are_refused(bad):
     with pytest.raises(ValueError, match=r"`val_batches` must be an int >= 0.*got"):
         LRSweep(val_batches=bad)
 
 
-@pytest.mark.parametrize("manual", [False, True])
+@pytest.mark.parametrize("manual", [False, True], ids=["automatic", "manual"])
 def test_val_mode_is_refused_before_any_step_when_the_first_sweep_is_a_retune(manual):
     # no fit-start sweep: the first sweep would run at epoch 1, after a whole epoch of training
     sweep = LRSweep(val_batches=2, sweep_at_fit_start=False, every_n_epochs=1)

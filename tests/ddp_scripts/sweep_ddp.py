@@ -5,13 +5,8 @@ Usage: python tests/ddp_scripts/sweep_ddp.py ddp|ddp_spawn|multinode OUT
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import sys
-import traceback
 import warnings
-from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +19,8 @@ from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
 from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
-from models import Classifier, blobs, loader, trainer  # noqa: E402
+from models import Classifier, blobs, loader, state, trainer  # noqa: E402
+from rank_report import FailsOnRank, caught, close_process_group, curve, lrs_of, main, same  # noqa: E402
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
@@ -43,55 +39,28 @@ def global_rank() -> int:
     return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
-class Recording(Classifier):
-    """Records every loss ``training_step`` computes on this rank; optionally NaN at the n-th call.
+class Recording(FailsOnRank, Classifier):
+    """The test classifier that fails on one rank (see ``FailsOnRank``; it raises before the forward).
 
-    With ``raise_in``, rank ``on_rank`` raises at the ``raise_at``-th call of that hook. With ``inf_grad_at``,
-    every rank's gradients are infinite at that call of ``training_step`` (a grad scaler then skips the step).
+    With ``inf_grad_at``, every rank's gradients are infinite at that call of ``training_step`` (a grad scaler then
+    skips the step).
     """
 
-    def __init__(
-        self,
-        lr: float = 0.05,
-        nan_at: int | None = None,
-        raise_in: str = "training_step",
-        raise_at: int | None = None,
-        on_rank: int = 1,
-        inf_grad_at: int | None = None,
-    ):
+    def __init__(self, lr: float = 0.05, inf_grad_at: int | None = None, **faults: Any) -> None:
         super().__init__(lr=lr)
-        self.nan_at, self.raise_in, self.raise_at, self.on_rank = nan_at, raise_in, raise_at, on_rank
+        self.init_faults(**faults)
         self.inf_grad_at = inf_grad_at
-        self.calls: int = 0
-        self.hook_calls: Counter[str] = Counter()
-        self.losses: list[float] = []
-
-    def _boom(self, hook: str) -> None:
-        self.hook_calls[hook] += 1
-        if hook == self.raise_in and self.global_rank == self.on_rank and self.hook_calls[hook] == self.raise_at:
-            raise RuntimeError(f"boom on rank {self.global_rank} in {hook}")
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        self.calls += 1
-        self._boom("training_step")
+        calls = self.count("training_step")
         loss = super().training_step(batch, batch_idx)
-        if self.global_rank == self.on_rank and self.calls == self.nan_at:
-            loss = loss * float("nan")
-        if self.calls == self.inf_grad_at:
+        if calls == self.inf_grad_at:
             loss.register_hook(lambda grad: grad * float("inf"))
-        self.losses.append(float(loss.detach()))
-        return loss
+        return self.recorded(loss)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        self._boom("on_after_batch_transfer")
+        self.count("on_after_batch_transfer")
         return batch
-
-    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        self._boom("backward")  # before autograd: the other rank is already in the gradient all-reduce
-        super().backward(loss, *args, **kwargs)
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
-        self._boom("on_before_optimizer_step")
 
 
 class UnreadableOnRank(Dataset):
@@ -111,18 +80,6 @@ class UnreadableOnRank(Dataset):
         return self.data[i]
 
 
-def close_process_group() -> None:
-    """Leave the gloo group together before the process exits.
-
-    Lightning destroys only NCCL groups at exit; a gloo group still alive at interpreter shutdown makes a
-    process abort now and then ("terminate called without an active exception", SIGABRT) after a fit that
-    succeeded: about 1 in 10 plain ``ddp_spawn`` fits here, with or without LRSweep.
-    """
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-
 class CloseProcessGroup(Callback):
     """Closes the group at the end of every ``ddp_spawn`` worker (see :func:`close_process_group`)."""
 
@@ -137,30 +94,10 @@ def ddp_trainer(strategy: Any, **kwargs: Any) -> Any:
     return trainer(accelerator="cpu", strategy=strategy, **kwargs)
 
 
-def curve(result: Any) -> dict[str, Any]:
-    return {
-        "lrs": result.lrs.tolist(),
-        "losses": [x if math.isfinite(x) else repr(x) for x in result.losses.tolist()],
-        "stop_reason": result.stop_reason,
-    }
-
-
-def lrs_of(t: Any) -> list[float]:
-    return [float(g["lr"]) for g in t.optimizers[0].param_groups]
-
-
 def gathered_lrs(t: Any) -> list[list[float]]:
     """Every rank's param-group LRs, gathered on every rank."""
     mine = torch.tensor(lrs_of(t), dtype=torch.float64)
     return t.strategy.all_gather(mine).reshape(t.world_size, -1).tolist()
-
-
-def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 class CountGradientAllReduces(Callback):
@@ -185,7 +122,7 @@ def tuner_curve(strategy: str) -> dict[str, Any]:
     gradient all-reduces DDP ran (accumulated micro-batches should not sync)."""
     seed_everything(1)
     model = Recording(lr=0.01)
-    before = weights(model)
+    before = state(model)
     counter = CountGradientAllReduces()
     ddp = DDPStrategy(bucket_cap_mb=100)  # the whole model in one bucket: one all-reduce per synced backward
     t = ddp_trainer(ddp, accumulate_grad_batches=2, callbacks=[counter])
@@ -193,7 +130,7 @@ def tuner_curve(strategy: str) -> dict[str, Any]:
     return {
         "curve": curve(result),
         "rank_losses": model.losses,
-        "restored": same(before, weights(model)),
+        "restored": same(before, state(model)),
         "gradient_allreduces": counter.calls,
     }
 
@@ -202,7 +139,7 @@ def one_rank_nan(strategy: str) -> dict[str, Any]:
     seed_everything(2)
     model = Recording(lr=0.01, nan_at=4)
     result = LRSweepTuner(ddp_trainer(strategy)).sweep(model, loader(), num_steps=20, max_lr=1e-2)
-    return {"curve": curve(result), "calls": model.calls}
+    return {"curve": curve(result), "calls": model.hook_calls["training_step"]}
 
 
 def callback_fit(strategy: str) -> dict[str, Any]:
@@ -266,7 +203,7 @@ def bit_for_bit(strategy: str, out: Path, rank: int) -> dict[str, Any]:
     swept, swept_probe = Classifier(lr=0.01), SamplerProbe()
     sweep = LRSweep(every_n_epochs=1, suggestion=fixed_lr, num_steps=10, retune_num_steps=6)
     ddp_trainer(strategy, max_epochs=2, callbacks=[sweep, swept_probe]).fit(swept, loader())
-    torch.save({"plain": weights(plain), "swept": weights(swept)}, out / f"weights_{rank}.pt")
+    torch.save({"plain": state(plain), "swept": state(swept)}, out / f"weights_{rank}.pt")
     return {"sweeps": len(sweep.history), "samplers": [plain_probe.seen, swept_probe.seen]}
 
 
@@ -286,18 +223,12 @@ def one_rank_raises(
     seed_everything(5)
     model = Recording(lr=0.01, raise_in=raise_in, raise_at=raise_at, inf_grad_at=inf_grad_at)
     data = DataLoader(UnreadableOnRank(raise_at), batch_size=32, shuffle=True) if raise_in == "dataset" else loader()
-    before = weights(model)
+    before = state(model)
     scaled = {"plugins": [MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))]} if inf_grad_at else {}
     t = ddp_trainer(strategy, callbacks=[LRSweep(num_steps=num_steps)], **scaled)
-    try:
-        t.fit(model, data)
-        error = None
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        error = {"type": type(exc).__name__, "text": "".join(traceback.format_exception_only(exc))}
-        error["notes"] = list(getattr(exc, "__notes__", []))
     return {
-        "error": error,
-        "restored": same(before, weights(model)),
+        "error": caught(lambda: t.fit(model, data)),
+        "restored": same(before, state(model)),
         "optimizer_state_empty": not t.optimizers[0].state,
         "lrs": lrs_of(t),
     }
@@ -310,11 +241,11 @@ def spawned(out: Path) -> dict[str, Any]:
     ddp_trainer("ddp_spawn", max_epochs=2, callbacks=[sweep], limit_train_batches=2).fit(Classifier(lr=0.01), loader())
     seed_everything(6)
     model = Classifier(lr=0.01)
-    before = weights(model)
+    before = state(model)
     logger = CSVLogger(out / "logs")
     t = ddp_trainer("ddp_spawn", max_epochs=1, limit_train_batches=2, logger=logger)
     result = LRSweepTuner(t).sweep(model, loader(), num_steps=10)
-    restored = same(before, weights(model))
+    restored = same(before, state(model))
     tuner_logs = {"same_logger": t.logger is logger, "wrote": (out / "logs").exists()}
     t.fit(model, loader())  # the tuner left the trainer able to fit
     return {
@@ -323,7 +254,7 @@ def spawned(out: Path) -> dict[str, Any]:
         "tuner_suggestion": result.suggestion(),
         "restored": restored,
         "tuner_logs": tuner_logs,
-        "trained_after_tuning": not same(before, weights(model)),
+        "trained_after_tuning": not same(before, state(model)),
     }
 
 
@@ -364,19 +295,14 @@ SCENARIOS = {
 }
 
 
-def main() -> None:
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+def report(mode: str, out: Path, rank: int) -> dict[str, Any]:
     if mode == "ddp":
-        report = {name: scenario("ddp") for name, scenario in SCENARIOS.items()}
-        report["bit_for_bit"] = bit_for_bit("ddp", out, rank)
-    else:
-        report = {"ddp_spawn": spawned, "multinode": multinode}[mode](out)
-    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
-    close_process_group()
+        return {
+            **{name: scenario("ddp") for name, scenario in SCENARIOS.items()},
+            "bit_for_bit": bit_for_bit("ddp", out, rank),
+        }
+    return {"ddp_spawn": spawned, "multinode": multinode}[mode](out)
 
 
 if __name__ == "__main__":
-    main()
+    main(report)

@@ -7,11 +7,9 @@ Usage: python tests/ddp_scripts/sweep_fsdp.py fsdp|2d OUT   (fsdp: 2 processes; 
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from lightning.pytorch import Callback, seed_everything  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
 from models import loader, trainer  # noqa: E402
-from sweep_ddp import curve, same  # noqa: E402  (this script's folder is on the path)
+from rank_report import FailsOnRank, caught, curve, lrs_of, main, same  # noqa: E402  (this folder)
 from torch import nn  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
@@ -38,28 +36,18 @@ def fixed_lr(result: Any) -> float:
     return 0.02
 
 
-class ShardedMLP(pl.LightningModule):
+class ShardedMLP(FailsOnRank, pl.LightningModule):
     """An MLP sharded in ``configure_model``: FSDP2 over the data-parallel mesh, Colwise/Rowwise over the tensor one.
 
-    Records every loss ``training_step`` computes on this rank. Rank ``on_rank`` makes its loss NaN at the
-    ``nan_at``-th call, or raises in ``raise_in`` at its ``raise_at``-th call (in ``training_step``: after the
-    forward, so every rank has run the forward's all-gathers).
+    It fails on one rank (see ``FailsOnRank``); in ``training_step`` after the forward, so every rank has run the
+    forward's all-gathers.
     """
 
-    def __init__(
-        self,
-        lr: float = 0.01,
-        nan_at: int | None = None,
-        raise_in: str = "",
-        raise_at: int | None = None,
-        on_rank: int = 1,
-    ) -> None:
+    def __init__(self, lr: float = 0.01, **faults: Any) -> None:
         super().__init__()
         self.save_hyperparameters("lr")
         self.net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
-        self.nan_at, self.raise_in, self.raise_at, self.on_rank = nan_at, raise_in, raise_at, on_rank
-        self.calls: dict[str, int] = {}
-        self.losses: list[float] = []
+        self.init_faults(**faults)
 
     def configure_model(self) -> None:
         mesh = self.device_mesh
@@ -70,27 +58,11 @@ class ShardedMLP(pl.LightningModule):
                 fully_shard(layer, mesh=mesh["data_parallel"])
             fully_shard(self.net, mesh=mesh["data_parallel"])
 
-    def _count(self, hook: str) -> int:
-        self.calls[hook] = self.calls.get(hook, 0) + 1
-        if hook == self.raise_in and self.global_rank == self.on_rank and self.calls[hook] == self.raise_at:
-            raise RuntimeError(f"boom on rank {self.global_rank} in {hook}")
-        return self.calls[hook]
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = nn.functional.cross_entropy(self.net(x), y)
-        calls = self._count("training_step")
-        if self.global_rank == self.on_rank and calls == self.nan_at:
-            loss = loss * float("nan")
-        self.losses.append(float(loss.detach()))
-        return loss
-
-    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        self._count("backward")  # before autograd: the other rank is already in the gradient reduce-scatter
-        super().backward(loss, *args, **kwargs)
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
-        self._count("on_before_optimizer_step")
+        self.count("training_step")
+        return self.recorded(loss)
 
     def configure_optimizers(self) -> Any:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -209,7 +181,7 @@ def one_rank_nan() -> dict[str, Any]:
     seed_everything(3)
     model = ShardedMLP(lr=0.01, nan_at=4)
     result = LRSweepTuner(sharded_trainer()).sweep(model, loader(), num_steps=20, max_lr=1e-2)
-    return {"curve": curve(result), "calls": model.calls["training_step"]}
+    return {"curve": curve(result), "calls": model.hook_calls["training_step"]}
 
 
 def one_rank_raises(raise_in: str, raise_at: int, num_steps: int = 10) -> dict[str, Any]:
@@ -223,17 +195,11 @@ def one_rank_raises(raise_in: str, raise_at: int, num_steps: int = 10) -> dict[s
             before["shards"] = shards(pl_module)
 
     t = sharded_trainer(callbacks=[Before(), LRSweep(num_steps=num_steps)])
-    try:
-        t.fit(model, loader())
-        error = None
-    except Exception as exc:  # noqa: BLE001 - reported to the test
-        error = {"type": type(exc).__name__, "text": "".join(traceback.format_exception_only(exc))}
-        error["notes"] = list(getattr(exc, "__notes__", []))
     return {
-        "error": error,
+        "error": caught(lambda: t.fit(model, loader())),
         "restored": same(before["shards"], shards(model)),
         "optimizer_state_empty": not t.optimizers[0].state,
-        "lrs": [float(g["lr"]) for g in t.optimizers[0].param_groups],
+        "lrs": lrs_of(t),
     }
 
 
@@ -260,7 +226,7 @@ def resume(out: Path) -> dict[str, Any]:
         "straight": history(straight),
         "resumed": history(resumed),
         "hparams_lr": [float(straight_model.hparams.lr), float(resumed_model.hparams.lr)],
-        "resumed_training_steps": resumed_model.calls["training_step"],
+        "resumed_training_steps": resumed_model.hook_calls["training_step"],
         "same_shards": same(
             shards(straight_model, straight_trainer.optimizers[0]), shards(resumed_model, resumed_trainer.optimizers[0])
         ),
@@ -293,38 +259,29 @@ def multinode() -> dict[str, Any]:
     return {
         "data_parallel_size": t.strategy.device_mesh["data_parallel"].size(),
         "history": history(sweep),
-        "lrs": [float(g["lr"]) for g in t.optimizers[0].param_groups],
+        "lrs": lrs_of(t),
         "hparams_lr": float(model.hparams.lr),
     }
 
 
-def main() -> None:
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
+def report(mode: str, out: Path, rank: int) -> dict[str, Any]:
     if mode == "2d":
-        report = {"tuner": tuner_curve(mesh2d=True)}
-    else:
-        report = {
-            "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
-            "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
-            "fsdp2_tuner": tuner_curve(tp=False),
-            "tp_tuner": tuner_curve(tp=True),
-            "tp_tuner_val": tuner_curve(tp=True, val_batches=1),
-            "restores_shards": restores_shards(),
-            "one_rank_nan": one_rank_nan(),
-            "raises_after_forward": one_rank_raises("training_step", raise_at=3),
-            "raises_in_backward": one_rank_raises("backward", raise_at=3),
-            "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
-            "resume": resume(out),
-            "example": example(),
-        }
-    (out / f"{mode}_rank_{rank}.json").write_text(json.dumps(report, indent=1))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        return {"tuner": tuner_curve(mesh2d=True)}
+    return {
+        "fsdp2_bit_for_bit": bit_for_bit(out, rank, tp=False),
+        "tp_bit_for_bit": bit_for_bit(out, rank, tp=True),
+        "fsdp2_tuner": tuner_curve(tp=False),
+        "tp_tuner": tuner_curve(tp=True),
+        "tp_tuner_val": tuner_curve(tp=True, val_batches=1),
+        "restores_shards": restores_shards(),
+        "one_rank_nan": one_rank_nan(),
+        "raises_after_forward": one_rank_raises("training_step", raise_at=3),
+        "raises_in_backward": one_rank_raises("backward", raise_at=3),
+        "raises_in_last_optimizer_step": one_rank_raises("on_before_optimizer_step", raise_at=5, num_steps=5),
+        "resume": resume(out),
+        "example": example(),
+    }
 
 
 if __name__ == "__main__":
-    main()
+    main(report)

@@ -69,9 +69,8 @@ def valley(curve: Curve) -> float:
     The run is the longest strictly decreasing subsequence. fast.ai takes the point half-way along
     its *index* span, which drifts to tiny LRs whenever the run starts on a long, nearly flat head;
     here the point is where the loss has made 2/3 of the run's total drop. It is never below
-    :func:`minimum` (a tenth of the lowest-loss LR): on a slow, noisy descent the run can still start
-    far down, and in the benchmark that floor turned a 1.23x (worst seed 6.6x) regression loss into
-    0.99x (1.23x) without changing any other task's result.
+    :func:`minimum` (a tenth of the lowest-loss LR): on a slow, noisy descent the run can start far
+    down, where the point 2/3 down it would be a decade or more too low.
     """
     losses = curve.smoothed
     n = len(losses)
@@ -135,7 +134,7 @@ METHODS: dict[str, Callable[[Curve], float]] = {
 }
 
 
-def suggest(curve: Curve, method: str) -> Suggestion:
+def rule_suggestion(curve: Curve, method: str) -> Suggestion:
     """Apply the named rule to the finite part of ``curve``; ``None`` with a reason when unusable."""
     if method not in METHODS:
         raise ValueError(f"`suggestion` must be one of {sorted(METHODS)} or a callable, got {method!r}.")
