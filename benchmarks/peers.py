@@ -148,7 +148,8 @@ def probe_loader(task: Task) -> Any:
     return DataLoader(TensorDataset(x, y), batch_size=task.batch_size, shuffle=False)
 
 
-def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+def _tuner_sweep(task: Task, seed: int, cfg: SweepConfig, **settings: Any) -> tuple[Any, float]:
+    """One ``LRSweepTuner`` sweep of the task's seeded model over ``cfg``'s range, and its wall time in seconds."""
     from lightning_lrsweep import LRSweepTuner
 
     seed_all(seed)
@@ -156,9 +157,18 @@ def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
     trainer = make_trainer(task, task.budget)
     t0 = time.perf_counter()
     result = LRSweepTuner(trainer).sweep(
-        model, train_dataloaders=task.train_loader(seed), min_lr=cfg.min_lr, max_lr=cfg.max_lr, num_steps=cfg.num_steps
+        model,
+        train_dataloaders=task.train_loader(seed),
+        min_lr=cfg.min_lr,
+        max_lr=cfg.max_lr,
+        num_steps=cfg.num_steps,
+        **settings,
     )
-    sweep_s = time.perf_counter() - t0
+    return result, time.perf_counter() - t0
+
+
+def ours(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
+    result, sweep_s = _tuner_sweep(task, seed, cfg)
     suggestions = {}
     for m in OUR_METHODS:  # every method from the SAME sweep
         try:
@@ -213,22 +223,7 @@ def ours_race(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
 
 def ours_val(task: Task, seed: int, cfg: SweepConfig) -> dict[str, Any]:
     """Validation-loss mode: the sweep judged on the loss over ``VAL_BATCHES`` probe batches after each step."""
-    from lightning_lrsweep import LRSweepTuner
-
-    seed_all(seed)
-    model = task.model(cfg.min_lr, seed)
-    trainer = make_trainer(task, task.budget)
-    t0 = time.perf_counter()
-    result = LRSweepTuner(trainer).sweep(
-        model,
-        train_dataloaders=task.train_loader(seed),
-        val_dataloaders=probe_loader(task),
-        val_batches=VAL_BATCHES,
-        min_lr=cfg.min_lr,
-        max_lr=cfg.max_lr,
-        num_steps=cfg.num_steps,
-    )
-    sweep_s = time.perf_counter() - t0
+    result, sweep_s = _tuner_sweep(task, seed, cfg, val_dataloaders=probe_loader(task), val_batches=VAL_BATCHES)
     lrs, losses = _lists(result.lrs, result.losses)
     return {"suggestions": {"ours_val": _clean(result.suggestion())}, "lrs": lrs, "losses": losses, "sweep_s": sweep_s}
 
