@@ -118,3 +118,23 @@ def machine_info() -> dict[str, str]:
         "load average when rendered (1/5/15 min)": " / ".join(f"{x:.1f}" for x in os.getloadavg())
         + " — the machine is shared: wall times and cost ratios are noisy",
     }
+
+
+def tasks_table(tasks: list[Task], steps: dict[str, int]) -> str:
+    """One row per task: data and model, optimizer, size, batch, training steps, metric and LR grid."""
+    rows = []
+    for t in tasks:
+        rows.append(
+            [
+                f"`{t.name}`",
+                t.description,
+                t.optimizer,
+                f"{t.n_params():,}",
+                f"{t.n_train}/{t.n_val}",
+                str(t.batch_size),
+                str(steps.get(t.name, t.budget)),
+                t.metric_name,
+                f"{fmt_lr(t.grid[0])}…{fmt_lr(t.grid[-1])} ({len(t.grid)} pts)",
+            ]
+        )
+    return table(["task", "data / model", "optimizer", "params", "train/val", "batch", "steps", "metric", "grid"], rows)

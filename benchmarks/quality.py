@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks import peers
 from benchmarks.common import Config, RunCache, lr_key, train
-from benchmarks.markdown import fmt, fmt_lr, fmt_regret, label, method_order, table
+from benchmarks.markdown import fmt, fmt_lr, fmt_regret, label, method_order, table, tasks_table
 from benchmarks.peers import (
     FINDERS,
     MIN_CONFIDENCE,
@@ -227,26 +227,6 @@ def plot_quality(task: Task, res: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def tasks_table(tasks: list[Task], steps: dict[str, int]) -> str:
-    """One row per task: data and model, optimizer, size, batch, training steps, metric and LR grid."""
-    rows = []
-    for t in tasks:
-        rows.append(
-            [
-                f"`{t.name}`",
-                t.description,
-                t.optimizer,
-                f"{t.n_params():,}",
-                f"{t.n_train}/{t.n_val}",
-                str(t.batch_size),
-                str(steps.get(t.name, t.budget)),
-                t.metric_name,
-                f"{fmt_lr(t.grid[0])}…{fmt_lr(t.grid[-1])} ({len(t.grid)} pts)",
-            ]
-        )
-    return table(["task", "data / model", "optimizer", "params", "train/val", "batch", "steps", "metric", "grid"], rows)
 
 
 def _cell(t: Task, s: dict[str, Any]) -> str:

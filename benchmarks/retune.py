@@ -5,18 +5,20 @@ the same number of optimizer steps (sweep steps are extra and reported as a frac
 its budget. Rows:
 
 * ``fixed``       - the task's default LR (what a user would try without a finder), constant
-* ``fs_fixed``    - ``LRSweep()``: the fit-start sweep's LR, constant
+* ``fs_fixed``    - the fit-start sweep's LR, constant (no re-tune at all)
 * ``fs_fixed_low`` - a third of the fit-start LR, constant (is a held LR better set lower than a schedule's peak?)
 * ``retune``      - ``LRSweep(every_n_epochs=k)``, no scheduler (the package default: it anneals over the run)
 * ``fs_cosine``   - the fit-start LR as the peak of a per-step cosine to 0
 * ``fs_onecycle`` - ``LRSweep()`` + ``OneCycleLR``: the fit-start LR becomes its ``max_lr``
 * ``rt_cosine``   - ``LRSweep(every_n_epochs=k)`` + the same cosine
 * ``rt_onecycle`` - ``LRSweep(every_n_epochs=k)`` + the same OneCycle
-* ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise
+* ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise; the same
+  as ``LRSweep()``, which re-tunes at the unfreeze by itself (``retune_at_phase_change``)
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
 
 The ``fs_fixed``, ``fs_fixed_low`` and ``fs_cosine`` rows train at the LR the fit-start sweep of ``LRSweep()`` picks
-for that seed (a sweep leaves no trace, so this equals ``LRSweep()`` with a constant LR or the cosine attached).
+for that seed (a sweep leaves no trace, so without a fine-tuning unfreeze this equals ``LRSweep()`` with a constant
+LR or the cosine attached; with one, ``LRSweep()`` also re-tunes at the unfreeze, as in the ``milestone`` row).
 ``fs_onecycle`` runs the callback with the schedule attached: ``OneCycleLR`` sets SGD's momentum to its maximum (0.95)
 before the first step, so the fit-start sweep measures another optimizer than without it. ``k`` gives about three
 re-tunes after the fit-start sweep.
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import Config, RunCache, lr_key, make_trainer, seed_all
-from benchmarks.markdown import table
+from benchmarks.markdown import table, tasks_table
 from benchmarks.peers import ours_available, ours_fingerprint
 from benchmarks.tasks import TASKS, Task
 
@@ -296,6 +298,8 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
         f"first row against the second, a tie is |Δ| ≤ {TIE['classification']} accuracy points (regression: MSE "
         f"ratio within {TIE['regression']:.0%}); Δ is the median over seeds (regression: median MSE ratio, < 1 is "
         "better). Tasks marked *report* were never used to tune the package's rules or constants.\n",
+        "## Tasks\n",
+        tasks_table([TASKS[name] for name in res["tasks"]], {}) + "\n",
     ]
     for b in res["budgets"]:
         rows = []

@@ -150,14 +150,25 @@ def signals8(n: int, seed: int) -> tuple[Tensor, Tensor]:
     return x, wave * 2 + (freq > 4).long()
 
 
-def mixture(n: int, seed: int, dim: int = 32, classes: int = 8, modes: int = 3) -> tuple[Tensor, Tensor]:
-    """Gaussian mixture: each class is ``modes`` overlapping clusters in ``dim`` dimensions (centres fixed)."""
+def _mixture_draw(n: int, seed: int, dim: int, classes: int, modes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Points, classes and clusters of a Gaussian mixture whose centres are fixed (seed 12345)."""
     centres = torch.randn(classes, modes, dim, generator=_gen(12345)) * 0.9
     g = _gen(seed)
     y = torch.randint(0, classes, (n,), generator=g)
     m = torch.randint(0, modes, (n,), generator=g)
-    x = centres[y, m] + torch.randn(n, dim, generator=g)
+    return centres[y, m] + torch.randn(n, dim, generator=g), y, m
+
+
+def mixture(n: int, seed: int, dim: int = 32, classes: int = 8, modes: int = 3) -> tuple[Tensor, Tensor]:
+    """Gaussian mixture: each class is ``modes`` overlapping clusters in ``dim`` dimensions (centres fixed)."""
+    x, y, _ = _mixture_draw(n, seed, dim, classes, modes)
     return x, y
+
+
+def mixture_modes(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """The points of :func:`mixture` with 16 labels: class x (drawn from its first cluster or not)."""
+    x, y, m = _mixture_draw(n, seed, 32, 8, 3)
+    return x, y * 2 + (m == 0).long()
 
 
 def majority(n: int, seed: int, vocab: int = 8, length: int = 24) -> tuple[Tensor, Tensor]:
@@ -453,6 +464,17 @@ def cnn_backbone() -> nn.Module:
     return BackboneNet(body, 32, 8)
 
 
+def mlp_body() -> nn.Module:
+    return nn.Sequential(*mlp([32, 128, 128]), nn.ReLU())
+
+
+def mlp_backbone() -> nn.Module:
+    """The body of an MLP 32-128-128, pre-trained with Adam on the 8-class Gaussian mixture (:func:`mixture`)."""
+    body = mlp_body()
+    body.load_state_dict(pretrained("mlp_body-mixture", mlp_body, 128, mixture, "ce", 8, adam, 1e-3, 600))
+    return BackboneNet(body, 128, 16)
+
+
 def transformer_backbone() -> nn.Module:
     """:class:`SequenceEncoder` pre-trained to regress each token's frequency (:func:`counts`), with a fresh head."""
     body = SequenceEncoder()
@@ -645,6 +667,24 @@ TASKS: dict[str, Task] = {
             epochs=12,
             default_lr=0.01,
             tags=("CNN", "BatchNorm", "fine-tuning"),
+            module_cls=FinetuneModule,
+            unfreeze_at=3,
+        ),
+        Task(
+            name="mixture16_finetune_adam",
+            description="16 labels (class x first cluster) of the Gaussian mixture from 512 points; MLP body "
+            "pre-trained on the 8 classes, frozen, unfrozen at epoch 3",
+            kind="classification",
+            optimizer="Adam",
+            data_fn=mixture_modes,
+            net_fn=mlp_backbone,
+            make_optimizer=adam,
+            grid=log_grid(-5, -0.5, per_decade=2),
+            n_train=512,
+            batch_size=32,
+            epochs=12,
+            default_lr=1e-3,
+            tags=("MLP", "fine-tuning"),
             module_cls=FinetuneModule,
             unfreeze_at=3,
         ),

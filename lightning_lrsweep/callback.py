@@ -107,7 +107,8 @@ class LRSweep(Callback):
     the loss, stops once the loss blows up, picks an LR from the curve, restores the model, optimizer,
     schedulers and RNGs exactly, and writes the LR into the module's LR attribute (and so its hparams),
     every param group (ratios kept) and the LR schedulers. With ``every_n_epochs`` or ``milestones`` it
-    sweeps again at those epoch starts, around the current LR, and moves the LR within bounds by scaling the
+    sweeps again at those epoch starts, and at the start of an epoch where a finetuning callback unfroze layers
+    or the accumulation changed (``retune_at_phase_change``), and moves the LR within bounds by scaling the
     optimizer, schedulers and LR attribute by one factor: under a scheduler the attribute (and so the logged
     and checkpointed hparams) keeps the base LR, not the scheduled one. A re-tune where the LR is 0 (the end
     of a decay-to-zero schedule) is skipped with a warning: there is nothing to scale. It runs after
@@ -147,6 +148,7 @@ class LRSweep(Callback):
         suggestion: SuggestionRule = "valley",
         every_n_epochs: int | None = None,
         milestones: Sequence[int] = (),
+        retune_at_phase_change: bool = True,
         attr_name: str | None = None,
         update_attr: bool = True,
         retune_suggestion: RetuneRule | None = None,
@@ -193,7 +195,10 @@ class LRSweep(Callback):
     # -- when ----------------------------------------------------------------------------------
 
     def should_retune(self, epoch: int) -> bool:
-        """Whether a re-tune runs at the start of ``epoch`` (never at epoch 0: the fit-start sweep covers it)."""
+        """Whether ``every_n_epochs`` or ``milestones`` re-tune at the start of ``epoch`` (never at epoch 0).
+
+        The fit-start sweep covers epoch 0. A phase change adds a re-tune of its own (``retune_at_phase_change``).
+        """
         if epoch == 0:
             return False
         periodic = self.settings.every_n_epochs is not None and epoch % self.settings.every_n_epochs == 0
@@ -287,8 +292,14 @@ class LRSweep(Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        done = epoch in self._restored_retunes  # resumed mid-epoch, after this epoch's re-tune
-        if self._enabled and self.should_retune(epoch) and not done:
+        if not self._enabled or epoch in self._restored_retunes:  # resumed mid-epoch, after this epoch's re-tune
+            return
+        changed = (
+            self.settings.retune_at_phase_change
+            and self.settings.retune_suggestion == "edge"
+            and self._changed(trainer) is not None
+        )
+        if self.should_retune(epoch) or changed:
             self._retune(trainer, pl_module)
 
     @override
@@ -509,6 +520,10 @@ class LRSweep(Callback):
             return None
         if trainer.current_epoch in self.settings.milestones:
             return "milestone"
+        return self._changed(trainer)
+
+    def _changed(self, trainer: pl.Trainer) -> str | None:
+        """What changed in what is trained since the last sweep, or ``None``."""
         now = self._phase_now(trainer)
         if self._phase is None or now == self._phase:
             return None
@@ -540,10 +555,13 @@ class LRSweep(Callback):
         self._distance = edge_distance(edge.lr if edge else None, suggested)
 
     def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:
+        clear = result.confidence >= self.settings.min_confidence
         outcome = result.suggest()
-        if outcome.lr is not None:
+        if clear and outcome.lr is not None:
             self._measure_distance(result, outcome.lr)
-        decision = phase_retune(outcome.lr, current, peak if peak is not None else current)
+        decision = phase_retune(
+            outcome.lr, current, peak, clear_descent=clear, batch_changed=phase == "accumulation changed"
+        )
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
     def _decide(self, result: SweepResult, current: float, peak: float | None = None) -> RetuneDecision:

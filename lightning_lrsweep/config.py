@@ -276,6 +276,14 @@ class CallbackConfig:
     milestones: Sequence[int] = setting(
         (), "also re-tune at the start of these epochs.", Allowed("epoch numbers >= 0", is_milestones)
     )
+    retune_at_phase_change: bool = setting(
+        True,
+        "also re-tune at the start of an epoch where what is trained changed since the last sweep: param groups or "
+        "trainable parameters (a finetuning callback unfroze layers) or the batches accumulated per step (a "
+        '``GradientAccumulationScheduler``). Needs the default ``"edge"`` re-tune rule; ``False`` leaves such a '
+        "change to the next ``every_n_epochs`` or ``milestones`` re-tune.",
+        FLAG,
+    )
     attr_name: str | None = setting(
         None,
         "the module's LR attribute; by default ``lr`` or ``learning_rate`` on the module or its ``hparams``.",
@@ -291,7 +299,7 @@ class CallbackConfig:
         'this is ``None``, the callable serves re-tunes too. With ``"edge"``, a re-tune under a decay (a '
         "scheduler, or ``anneal``) scales the decay, and a re-tune at a milestone or after layers were unfrozen "
         "or the accumulation changed sweeps the full range and reads it with ``suggestion`` (moving at most "
-        "10x); any other rule serves every re-tune as given.",
+        "10x; a sweep below ``min_confidence`` is not read); any other rule serves every re-tune as given.",
         Allowed(
             f"one of {['edge', *sorted(METHODS)]}, a callable, or None (the callable `suggestion`, else 'edge')",
             is_retune_rule,
@@ -338,7 +346,8 @@ class CallbackConfig:
     min_confidence: float = setting(
         0.2,
         "a fit-start suggestion whose :attr:`SweepResult.confidence <lightning_lrsweep.SweepResult.confidence>` "
-        "is below this warns.",
+        "is below this warns; a phase-change re-tune's full-range sweep below it is not read (a held LR comes "
+        "down 10x at a milestone or unfreeze; a decay's scale, and the LR after an accumulation change, stay).",
         Allowed("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
     )
     low_confidence: str = setting(

@@ -19,7 +19,11 @@ Under a decaying LR — a scheduler, or the callback's own cosine anneal — a r
 *scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and it never goes up
 (the peak came from a full-range sweep; a low LR late in a decay is no reason to raise it). A phase
 change (a milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
-the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`).
+the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
+when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
+noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
+:data:`FLAT_PHASE_DECAY` instead; a decay's scale stays (the decay lowers the noise already), and so does
+the LR where only the batch changed.
 """
 
 from __future__ import annotations
@@ -42,6 +46,14 @@ DIP_RELATIVE = 0.02
 
 PHASE_MAX_CHANGE = 10.0
 """The largest factor a phase-change re-tune may move the LR's scale by (periodic ones: ``max_change``)."""
+
+FLAT_PHASE_DECAY = 10.0
+"""How far a milestone or an unfreeze lowers a held LR when its full-range sweep shows no clear descent.
+
+A trained model at its noise floor gains from less noise, not from a higher LR, and new pre-trained layers
+want a gentler LR than the head was swept at: the factor of fine-tuning practice and of ``MultiStepLR``'s
+usual ``gamma=0.1``.
+"""
 
 
 class RetuneDecision(NamedTuple):
@@ -190,27 +202,48 @@ def scale_retune(
 
 
 def phase_retune(
-    suggested: float | None, current_lr: float, peak_lr: float, max_change: float = PHASE_MAX_CHANGE
+    suggested: float | None,
+    current_lr: float,
+    peak_lr: float | None,
+    clear_descent: bool = True,
+    batch_changed: bool = False,
+    max_change: float = PHASE_MAX_CHANGE,
 ) -> RetuneDecision:
     """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
 
-    Without a decay the peak is the current LR. The move is bounded by ``max_change``.
+    The move is bounded by ``max_change``. A sweep without a clear descent gives no read: a held LR comes
+    down by :data:`FLAT_PHASE_DECAY`; a decay's scale is kept (the decay lowers the noise already), and so
+    is the LR when only the batch changed (a larger batch has less noise).
 
     Args:
         suggested: the fit-start rule's pick on a full-range sweep of the changed model (``None``: keep).
         current_lr: the (scheduled) LR training runs at now.
-        peak_lr: the schedule's base or peak LR (``current_lr`` without a decay).
+        peak_lr: the schedule's base or peak LR; ``None`` when the LR is held (no decay).
+        clear_descent: whether the sweep's loss fell clearly (its confidence reached ``min_confidence``).
+        batch_changed: whether the phase change is a change of the batches accumulated per step.
         max_change: the largest factor the scale may move by.
 
     Examples:
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr  # the peak goes from 0.1 to 0.3
         0.15
+        >>> phase_retune(0.3, current_lr=0.05, peak_lr=None, clear_descent=False).lr  # noise floor: down 10x
+        0.005
     """
+    if not clear_descent:
+        if batch_changed or peak_lr is not None:
+            why = "the batch changed" if batch_changed else "the decay lowers the noise already"
+            return RetuneDecision(
+                current_lr, None, f"phase change: no clear descent in the full-range sweep; kept ({why})"
+            )
+        lr = current_lr / FLAT_PHASE_DECAY
+        reason = f"phase change: no clear descent in the full-range sweep (a noise floor); down {FLAT_PHASE_DECAY:g}x"
+        return RetuneDecision(lr, lr, reason)
     if suggested is None:
         return RetuneDecision(current_lr, None, "phase change: the full-range sweep gave no suggestion; kept")
-    factor, clamped = bound_change(suggested / peak_lr, 1.0, max_change)
+    ratio = suggested / (current_lr if peak_lr is None else peak_lr)  # the new scale over the present one
+    factor, clamped = bound_change(ratio, 1.0, max_change)
     reason = "phase change: the fit-start rule on a full-range sweep of the changed model sets the scale"
-    return RetuneDecision(current_lr * factor, current_lr * suggested / peak_lr, reason, clamped)
+    return RetuneDecision(current_lr * factor, current_lr * ratio, reason, clamped)
 
 
 def cosine_factor(step: int, total: float) -> float:

@@ -13,6 +13,7 @@ from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep.retune import (
+    FLAT_PHASE_DECAY,
     PHASE_MAX_CHANGE,
     bound_change,
     cosine_factor,
@@ -112,7 +113,17 @@ def test_phase_retune_sets_the_peak_within_its_wider_bound():
     assert phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr == pytest.approx(0.15)
     far = phase_retune(10.0, current_lr=0.01, peak_lr=0.01)
     assert far.lr == pytest.approx(0.01 * PHASE_MAX_CHANGE) and far.clamped
-    assert phase_retune(None, current_lr=0.01, peak_lr=0.01).lr == 0.01
+    assert phase_retune(None, current_lr=0.01, peak_lr=None).lr == 0.01
+
+
+def test_a_phase_sweep_without_a_clear_descent_is_not_read():
+    # from trained weights the curve is often flat up to the blow-up: its valley is noise
+    flat = phase_retune(10.0, current_lr=0.05, peak_lr=None, clear_descent=False)
+    assert flat.lr == pytest.approx(0.05 / FLAT_PHASE_DECAY) and "no clear descent" in flat.reason
+    decaying = phase_retune(10.0, current_lr=0.05, peak_lr=0.1, clear_descent=False)  # the decay anneals already
+    assert decaying.lr == 0.05 and decaying.target is None
+    batch = phase_retune(10.0, current_lr=0.05, peak_lr=None, clear_descent=False, batch_changed=True)
+    assert batch.lr == 0.05 and batch.target is None
 
 
 def test_cosine_factor():
@@ -194,19 +205,73 @@ def is_full_range(record, sweep) -> bool:
     return record.result.lrs[0] == pytest.approx(sweep.config.min_lr)
 
 
-def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rule():
+def unfreeze_fit(**settings: Any) -> LRSweep:
     from lightning.pytorch.callbacks import BackboneFinetuning
 
-    sweep = LRSweep(every_n_epochs=1, num_steps=30, retune_num_steps=10, anneal=False)
+    sweep = LRSweep(**{"every_n_epochs": 1, "num_steps": 30, "retune_num_steps": 10, "anneal": False, **settings})
     fit(Backbone, [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep])
+    return sweep
+
+
+def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rule():
+    sweep = unfreeze_fit(min_confidence=0.0)  # every curve is read
     unfreeze, after = sweep.history[2], sweep.history[3]
     assert sweep.history[1].reason and not is_full_range(sweep.history[1], sweep)  # nothing changed at epoch 1
     assert is_full_range(unfreeze, sweep) and len(unfreeze.result.lrs) > 10
-    assert unfreeze.reason.startswith("layers unfrozen: phase change")
+    assert unfreeze.reason.startswith("layers unfrozen: phase change: the fit-start rule")
     assert unfreeze.applied_lr / unfreeze.previous_lr == pytest.approx(
         min(max(unfreeze.result.suggestion() / unfreeze.previous_lr, 1 / PHASE_MAX_CHANGE), PHASE_MAX_CHANGE)
     )
     assert not is_full_range(after, sweep)  # the next re-tune is periodic again: a window around the LR
+
+
+def test_an_unfreeze_sweep_below_min_confidence_lowers_the_scale_instead_of_reading_the_curve():
+    sweep = unfreeze_fit(min_confidence=1.0)
+    unfreeze = sweep.history[2]
+    assert unfreeze.result.confidence < 1.0  # the branch this test checks
+    assert "no clear descent" in unfreeze.reason
+    assert unfreeze.applied_lr == pytest.approx(unfreeze.previous_lr / FLAT_PHASE_DECAY)
+
+
+def test_under_the_anneal_an_unfreeze_sweep_below_min_confidence_keeps_the_scale():
+    sweep = unfreeze_fit(min_confidence=1.0, anneal=True)
+    unfreeze = sweep.history[2]
+    assert "no clear descent" in unfreeze.reason and "kept" in unfreeze.reason
+    assert unfreeze.applied_lr == unfreeze.previous_lr
+
+
+def test_a_plain_sweep_retunes_at_the_epoch_layers_are_unfrozen():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    sweep = LRSweep(num_steps=30)  # no every_n_epochs, no milestones
+    fit(Backbone, [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep])
+    assert [(r.kind, r.epoch) for r in sweep.history] == [("fit_start", 0), ("retune", 2)]
+    assert sweep.history[1].reason.startswith("layers unfrozen: phase change")
+    assert is_full_range(sweep.history[1], sweep)
+
+
+def test_phase_retunes_can_be_left_to_the_schedule():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    sweep = LRSweep(num_steps=30, retune_num_steps=10, every_n_epochs=3, retune_at_phase_change=False)
+    fit(Backbone, [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep], epochs=4)
+    assert [r.epoch for r in sweep.history] == [0, 3]
+    assert sweep.history[1].reason.startswith("layers unfrozen")  # the next re-tune still sees the change
+
+
+def test_a_resumed_run_does_not_take_its_restored_unfreeze_for_a_phase_change(tmp_path):
+    from lightning.pytorch.callbacks import BackboneFinetuning, ModelCheckpoint
+
+    def callbacks() -> list:
+        return [BackboneFinetuning(unfreeze_backbone_at_epoch=1), LRSweep(num_steps=30)]
+
+    first = callbacks()
+    ckpt = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+    fit(Backbone, [*first, ckpt], enable_checkpointing=True)
+    assert [r.epoch for r in first[1].history] == [0, 1]
+    again = callbacks()
+    fit(Backbone, again, ckpt_path=tmp_path / "epoch=1.ckpt")  # the backbone comes back unfrozen
+    assert [r.epoch for r in again[1].history] == [0, 1]  # the saved history, no extra re-tune at epoch 2
 
 
 def test_a_milestone_retune_sweeps_the_full_range():
@@ -285,7 +350,7 @@ def test_the_anneal_keeps_the_ratio_backbone_finetuning_set():
     # the backbone group joins at epoch 1 at 0.1x the head's LR; BackboneFinetuning resets it every epoch from its
     # own record (here x1 per epoch), which the anneal must scale as it scales the group
     unfreeze = BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda epoch: 1.0, should_align=False)
-    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceRatio()
+    sweep, trace = LRSweep(every_n_epochs=5, num_steps=20, retune_at_phase_change=False), TraceRatio()
     fit(Backbone, [unfreeze, sweep, trace], epochs=4)
     assert len(sweep.history) == 1  # no re-tune: only the anneal moves the LRs
     assert trace.ratios[4:] == pytest.approx([0.1] * 12)
