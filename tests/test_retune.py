@@ -250,6 +250,15 @@ def test_a_plain_sweep_retunes_at_the_epoch_layers_are_unfrozen():
     assert is_full_range(sweep.history[1], sweep)
 
 
+def test_a_plain_sweep_retunes_at_the_epoch_the_accumulation_changes():
+    from lightning.pytorch.callbacks import GradientAccumulationScheduler
+
+    sweep = LRSweep(num_steps=30)
+    fit(Plain, [GradientAccumulationScheduler({2: 2}), sweep], epochs=3)
+    assert [(r.epoch, r.reason.split(":")[0]) for r in sweep.history[1:]] == [(2, "accumulation changed")]
+    assert is_full_range(sweep.history[1], sweep)
+
+
 def test_phase_retunes_can_be_left_to_the_schedule():
     from lightning.pytorch.callbacks import BackboneFinetuning
 
