@@ -16,9 +16,10 @@ every move:
 - otherwise it keeps the current LR.
 
 Under a decaying LR — a scheduler, or the callback's own cosine anneal — a re-tune judges the decay's
-*scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and it never goes up
-(the peak came from a full-range sweep; a low LR late in a decay is no reason to raise it). A phase
-change (a milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
+*scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and an up-move holds
+the edge against the decay's peak, never against the decayed LR (a low LR late in a decay is no reason
+to raise it; a peak the model has outgrown is). A phase change (a milestone, layers unfrozen, a new
+batch size) is a new problem: a full-range sweep read with
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
 when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
@@ -162,13 +163,16 @@ def scale_retune(
     max_change: float = 2.0,
     diverged: bool = True,
     down_margin: float = 1.5,
+    up_margin: float = 2.0,
 ) -> RetuneDecision:
     """Decide how to scale a decaying LR (a scheduler's, or the anneal's) after a mid-training sweep.
 
-    Down, by the edge rule, only when the loss already rises clearly below the LR training runs at now
-    (the decay has not kept training stable); otherwise the scale is kept. Never up: the peak came from a
-    full-range sweep, and an edge far above a decayed LR is what a decay is for (an edge measured during a
-    OneCycle's warm-up would raise its peak). No annealing-dip rule either: the decay already anneals.
+    Down, by the edge rule, when the loss already rises clearly below the LR training runs at now (the
+    decay has not kept training stable). Up when the edge, at the fit-start spacing, would put the *peak*
+    more than ``up_margin`` times higher: the scale is too low for what the model now tolerates (a
+    fit-start pick on the low side makes a decay train at a fraction of an already low LR). Never up
+    because the decay has gone low: an edge far above a decayed LR but not above the peak is what a decay
+    is for. Otherwise the scale is kept. No annealing-dip rule: the decay already anneals.
 
     Args:
         curve: the re-tune sweep, around ``current_lr``.
@@ -178,6 +182,7 @@ def scale_retune(
         max_change: the largest factor one re-tune may scale the schedule by.
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
         down_margin: how far below the current LR the edge must lie before the scale goes down.
+        up_margin: how much higher the edge must put the peak before the scale goes up.
 
     Returns:
         The decision, as the LR to train with now (every LR of the schedule scales by ``lr / current_lr``).
@@ -188,6 +193,8 @@ def scale_retune(
         >>> flat = np.ones(30)  # nothing rises: the edge is beyond the window
         >>> scale_retune(Curve(lrs, flat, flat), current_lr=1e-3, peak_lr=1e-1, distance=3.0).lr  # late in a decay
         0.001
+        >>> scale_retune(Curve(lrs, flat, flat), current_lr=1e-3, peak_lr=1e-3, distance=3.0).lr  # peak outgrown
+        0.002
     """
     edge = stability_edge(curve, diverged)
     if edge is None:
@@ -198,7 +205,13 @@ def scale_retune(
     )
     if down is not None:
         return down
-    return RetuneDecision(current_lr, current_lr * target / peak_lr, "the schedule's scale is consistent; kept")
+    asked = current_lr * target / peak_lr  # the LR now, were the peak at the edge's fit-start spacing
+    if target > peak_lr * up_margin:
+        factor, clamped = bound_change(target / peak_lr, 1.0, max_change)
+        where = "beyond the sweep's end" if edge.censored else f"at {edge.lr:.3g}"
+        reason = f"the stability edge lies {where}, well above the schedule's peak: its scale goes up"
+        return RetuneDecision(current_lr * factor, asked, reason, clamped)
+    return RetuneDecision(current_lr, asked, "the schedule's scale is consistent; kept")
 
 
 def phase_retune(

@@ -103,10 +103,13 @@ def test_scale_retune_has_no_dip_rule_and_goes_down_only_on_instability():
     assert unstable.lr == pytest.approx(0.005) and unstable.clamped and "scale goes down" in unstable.reason
 
 
-def test_scale_retune_never_goes_up():
-    curve = curve_with_edge(0.3, 0.01 / 30, 0.01 * 30)  # edge 30x the current LR: the held-LR rule goes up
-    assert edge_retune(curve, 0.01, distance=5.0).lr == pytest.approx(0.02)
-    assert scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0).lr == 0.01
+def test_scale_retune_goes_up_only_when_the_edge_lies_far_above_the_peak():
+    curve = curve_with_edge(0.3, 0.01 / 30, 0.01 * 30)  # edge 30x the current LR, at distance 5: the peak's 6x
+    up = scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0)
+    assert up.lr == pytest.approx(0.02) and up.clamped and "scale goes up" in up.reason  # at most max_change
+    assert scale_retune(curve, 0.01, peak_lr=0.01, distance=5.0, max_change=10.0).lr == pytest.approx(0.06)
+    below_margin = scale_retune(curve, 0.01, peak_lr=0.04, distance=5.0)  # the edge puts the peak 1.5x higher
+    assert below_margin.lr == 0.01 and "kept" in below_margin.reason
 
 
 def test_phase_retune_sets_the_peak_within_its_wider_bound():
