@@ -12,6 +12,10 @@ its budget. Rows:
 * ``fs_onecycle`` - ``LRSweep()`` + ``OneCycleLR``: the fit-start LR becomes its ``max_lr``
 * ``rt_cosine``   - ``LRSweep(every_n_epochs=k)`` + the same cosine
 * ``rt_onecycle`` - ``LRSweep(every_n_epochs=k)`` + the same OneCycle
+* ``fs_cosine_low`` - the cosine from a third of the fit-start LR (a pick on the low side), no re-tune
+* ``rt_low``      - ``LRSweep(every_n_epochs=k, sweep_at_fit_start=False)`` on a module whose LR is that third: the
+  anneal from there, with re-tunes (can they raise a scale set too low? without a fit-start sweep they place the
+  LR the default 10x below the edge)
 * ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise; the same
   as ``LRSweep()``, which re-tunes at the unfreeze by itself (``retune_at_phase_change``)
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
@@ -50,6 +54,8 @@ ROWS = (
     "fs_onecycle",
     "rt_cosine",
     "rt_onecycle",
+    "fs_cosine_low",
+    "rt_low",
     "milestone",
     "grid",
 )
@@ -123,6 +129,10 @@ def run_row(task: Task, row: str, seed: int, steps: int, k: int, fs_lr: float | 
         return _fit(task, grid_lr, seed, steps, None)
     if row == "fs_fixed_low":
         return _fit(task, fs_lr / LOW, seed, steps, None)
+    if row == "fs_cosine_low":
+        return _fit(task, fs_lr / LOW, seed, steps, "cosine")
+    if row == "rt_low":
+        return _fit(task, fs_lr / LOW, seed, steps, None, _sweep(cfg, every_n_epochs=k, sweep_at_fit_start=False))
     if row == "fs_onecycle":
         return _fit(task, fs_lr or task.default_lr, seed, steps, schedule, _sweep(cfg))
     if row.startswith("fs_"):
@@ -195,7 +205,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(seeds)} seeds")
             runs: dict[str, list] = {}
             for row in rows:
-                uses_package = row in ("retune", "fs_onecycle", "rt_cosine", "rt_onecycle", "milestone")
+                uses_package = row in ("retune", "fs_onecycle", "rt_cosine", "rt_onecycle", "rt_low", "milestone")
                 lr = {"fixed": task.default_lr, "grid": grid["lr"] if grid else None}.get(row)
                 runs[row] = []
                 for seed, fs_lr in zip(seeds, fs, strict=True):
@@ -204,9 +214,9 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                         "row": row,
                         "seed": seed,
                         "steps": steps,
-                        "k": k if row in ("retune", "rt_cosine", "rt_onecycle") else None,
+                        "k": k if row in ("retune", "rt_cosine", "rt_onecycle", "rt_low") else None,
                         "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
-                        "low": LOW if row == "fs_fixed_low" else None,
+                        "low": LOW if row in ("fs_fixed_low", "fs_cosine_low", "rt_low") else None,
                         "package": fp if uses_package else None,
                         "sweep": [cfg.sweep_steps, cfg.min_lr, cfg.max_lr] if uses_package else None,
                         "v": VERSION,
@@ -261,6 +271,7 @@ COMPARISONS = (
     ("fit-start + fixed vs default LR", "fs_fixed", "fixed"),
     ("fit-start + cosine vs fit-start + fixed", "fs_cosine", "fs_fixed"),
     ("fit-start ÷ 3 + fixed vs fit-start + fixed", "fs_fixed_low", "fs_fixed"),
+    ("re-tune from ÷ 3 vs cosine from ÷ 3", "rt_low", "fs_cosine_low"),
     ("milestone vs no re-tune", "milestone", "fs_fixed"),
     ("milestone vs best fixed LR", "milestone", "grid"),
 )
@@ -328,14 +339,18 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     for name, r in res["tasks"].items():
         for b in res["budgets"]:
             rb = r[str(b)]
-            for row in ("retune", "rt_cosine", "rt_onecycle", "milestone"):
+            for row in ("retune", "rt_cosine", "rt_onecycle", "rt_low", "milestone"):
                 runs = [x for x in rb["runs"].get(row, []) if x and "history" in x]
                 if not runs:
                     continue
                 frac = np.median([x["sweep_steps"] / max(1, x["steps"]) for x in runs])
                 moves = []
                 for x in runs:
-                    ms = [h["applied_lr"] / h["previous_lr"] for h in x["history"][1:] if h["applied_lr"]]
+                    ms = [
+                        h["applied_lr"] / h["previous_lr"]
+                        for h in x["history"]
+                        if h["kind"] == "retune" and h["applied_lr"]
+                    ]
                     moves.append(" ".join(f"{m:.2g}" for m in ms) or "—")
                 rows.append(
                     [

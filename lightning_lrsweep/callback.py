@@ -47,6 +47,7 @@ from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import (
     PHASE_MAX_CHANGE,
+    UP_MARGIN,
     RetuneDecision,
     bound_change,
     cosine_factor,
@@ -493,7 +494,8 @@ class LRSweep(Callback):
         if phase is not None:
             decision, bound = self._decide_phase(result, current, peak, phase), PHASE_MAX_CHANGE
         else:
-            decision, bound = self._decide(result, current, peak), self.settings.max_change
+            decision = self._decide(result, current, peak, may_raise=not self._scheduled(trainer))
+            bound = self.settings.max_change
         if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
             # a clamp of under 1% changes nothing a user would act on: no warning
             rank_zero_warn(
@@ -564,12 +566,19 @@ class LRSweep(Callback):
         )
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
-    def _decide(self, result: SweepResult, current: float, peak: float | None = None) -> RetuneDecision:
+    def _decide(self, result: SweepResult, current: float, peak: float | None, may_raise: bool) -> RetuneDecision:
+        """The periodic re-tune's decision; ``may_raise``: whether a decay's scale may go up (the anneal's only)."""
         if self.settings.retune_suggestion == "edge":
             distance = self._distance if self._distance is not None else edge_distance(None, None)
             if peak is not None:
                 return scale_retune(
-                    result.curve, current, peak, distance, self.settings.max_change, diverged=result.diverged
+                    result.curve,
+                    current,
+                    peak,
+                    distance,
+                    self.settings.max_change,
+                    diverged=result.diverged,
+                    up_margin=UP_MARGIN if may_raise else math.inf,
                 )
             return edge_retune(result.curve, current, distance, self.settings.max_change, diverged=result.diverged)
         outcome = result.suggest(self.settings.retune_suggestion)

@@ -16,10 +16,10 @@ every move:
 - otherwise it keeps the current LR.
 
 Under a decaying LR — a scheduler, or the callback's own cosine anneal — a re-tune judges the decay's
-*scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and an up-move holds
-the edge against the decay's peak, never against the decayed LR (a low LR late in a decay is no reason
-to raise it; a peak the model has outgrown is). A phase change (a milestone, layers unfrozen, a new
-batch size) is a new problem: a full-range sweep read with
+*scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and an up-move (of
+the callback's own anneal only) holds the edge against the decay's peak, never against the decayed LR (a
+low LR late in a decay is no reason to raise it; a peak the model has outgrown is). A phase change (a
+milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
 when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
@@ -44,6 +44,9 @@ DIP_NOISE_FACTOR = 1.0
 
 DIP_RELATIVE = 0.02
 """...and larger than this fraction of the starting loss."""
+
+UP_MARGIN = 2.0
+"""How much higher the edge must put the LR (or, under the anneal, its peak) before a re-tune moves it up."""
 
 PHASE_MAX_CHANGE = 10.0
 """The largest factor a phase-change re-tune may move the LR's scale by (periodic ones: ``max_change``)."""
@@ -115,7 +118,7 @@ def edge_retune(
     current_lr: float,
     distance: float,
     max_change: float = 2.0,
-    up_margin: float = 2.0,
+    up_margin: float = UP_MARGIN,
     diverged: bool = True,
     down_margin: float = 1.5,
 ) -> RetuneDecision:
@@ -163,7 +166,7 @@ def scale_retune(
     max_change: float = 2.0,
     diverged: bool = True,
     down_margin: float = 1.5,
-    up_margin: float = 2.0,
+    up_margin: float = UP_MARGIN,
 ) -> RetuneDecision:
     """Decide how to scale a decaying LR (a scheduler's, or the anneal's) after a mid-training sweep.
 
@@ -173,6 +176,10 @@ def scale_retune(
     fit-start pick on the low side makes a decay train at a fraction of an already low LR). Never up
     because the decay has gone low: an edge far above a decayed LR but not above the peak is what a decay
     is for. Otherwise the scale is kept. No annealing-dip rule: the decay already anneals.
+
+    The callback raises only its own anneal's scale (``up_margin=inf`` under a scheduler): a scheduler may
+    move the momentum with the LR (``OneCycleLR`` from 0.95 at fit start to 0.85 at its peak), which moves
+    the edge a sweep sees without the model having changed, and its peak is the user's.
 
     Args:
         curve: the re-tune sweep, around ``current_lr``.

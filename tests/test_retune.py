@@ -157,6 +157,18 @@ def test_without_a_scheduler_periodic_retunes_anneal_along_a_cosine_over_the_run
     assert "the schedule's scale" in sweep.history[1].reason  # the decay's rule, not the held-LR one
 
 
+def test_an_anneal_started_far_below_what_the_model_tolerates_raises_its_scale():
+    # no fit-start sweep: the module's 1e-5 is the peak; the re-tune finds no edge within 30x of it
+    sweep, trace = LRSweep(every_n_epochs=1, retune_num_steps=10, sweep_at_fit_start=False), TraceLR()
+    _, t = fit(partial(Plain, lr=1e-5), [sweep, trace])
+    record = sweep.history[0]
+    assert "scale goes up" in record.reason and record.suggested_lr > 2 * record.previous_lr
+    assert record.applied_lr == pytest.approx(2 * record.previous_lr)  # at most `max_change`
+    scale = [lr / cosine_factor(step, t.estimated_stepping_batches) for step, lr in enumerate(trace.lrs)]
+    assert scale[: record.global_step] == pytest.approx([1e-5] * record.global_step)
+    assert scale[record.global_step] == pytest.approx(2e-5)  # the whole decay scaled by one factor from there
+
+
 def test_anneal_false_holds_the_lr_between_retunes():
     sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10, anneal=False), TraceLR()
     fit(Plain, [sweep, trace])
