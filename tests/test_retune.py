@@ -195,6 +195,14 @@ def test_a_scheduler_is_not_annealed_on_top():
     assert trace.lrs[:8] == [sweep.history[0].applied_lr] * 8  # the constant schedule stays constant
 
 
+def test_a_schedulers_scale_set_far_too_low_is_not_raised():
+    # the same start under a (constant) scheduler: its peak is the user's, and a scheduler may move the momentum
+    sweep = LRSweep(every_n_epochs=1, retune_num_steps=10, sweep_at_fit_start=False)
+    fit(partial(Scheduled, lr=1e-5, factor=1.0), [sweep])
+    assert [record.applied_lr for record in sweep.history] == [pytest.approx(1e-5)] * 3
+    assert all("kept" in record.reason for record in sweep.history)
+
+
 def test_a_retune_late_in_a_decay_keeps_its_scale():
     # the LR falls 100x per epoch: at the epoch-2 re-tune it is 1e-4 of the peak, far below the stability edge
     sweep = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=20)
