@@ -49,8 +49,8 @@ from lightning_lrsweep.retune import (
     PHASE_MAX_CHANGE,
     UP_MARGIN,
     RetuneDecision,
+    anneal_factor,
     bound_change,
-    cosine_factor,
     edge_distance,
     edge_retune,
     phase_retune,
@@ -173,7 +173,7 @@ class LRSweep(Callback):
         self.config = from_arguments(SweepConfig, arguments)
         self.settings = from_arguments(CallbackConfig, arguments)
         self._anneal_horizon: tuple[float, float] | None = None  # the run's (batches, steps) while annealing
-        self._anneal_factor = 1.0  # the cosine factor now in the param groups' LRs
+        self._anneal_factor = 1.0  # the anneal's factor now in the param groups' LRs
         self._loaded_anneal_factor: float | None = None
         self._phase: tuple[int, int, int] | None = None  # what was trained at the last sweep (see `_phase_now`)
         self._history: list[SweepRecord] = []
@@ -282,7 +282,7 @@ class LRSweep(Callback):
         batches, steps = self._anneal_horizon
         # training stops at whichever limit comes first, so the decay follows the one nearer its end
         factor = min(
-            cosine_factor(trainer.fit_loop.total_batch_idx, batches), cosine_factor(trainer.global_step, steps)
+            anneal_factor(trainer.fit_loop.total_batch_idx, batches), anneal_factor(trainer.global_step, steps)
         )
         if factor != self._anneal_factor and self._anneal_factor > 0:
             for group in only_optimizer(trainer, self.config.optimizer_idx).param_groups:

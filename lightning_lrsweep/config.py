@@ -359,9 +359,10 @@ class CallbackConfig:
     anneal: bool = setting(
         True,
         'with ``every_n_epochs``, the ``"edge"`` re-tune rule, no LR scheduler on the tuned optimizer and a known '
-        "horizon (``max_epochs`` or ``max_steps``), decay the LR along a cosine from the fit-start LR to 0 at the "
-        "end of training (the last batch of ``max_epochs`` or the ``max_steps``-th optimizer step, whichever "
-        "comes first), at every training batch; re-tunes then scale that decay. It stops where a scheduler is "
+        "horizon (``max_epochs`` or ``max_steps``), hold the fit-start LR for the first half of training, then "
+        "decay it along a cosine to 0 at the end (the last batch of ``max_epochs`` or the ``max_steps``-th "
+        "optimizer step, whichever comes first), set at every training batch; re-tunes scale the whole anneal "
+        "(and may raise it, see :mod:`lightning_lrsweep.retune`). It stops where a scheduler is "
         "attached mid-run (e.g. ``StochasticWeightAveraging``'s ``SWALR``). ``False`` holds the LR between "
         "re-tunes, which then also halve it on an annealing dip.",
         FLAG,

@@ -15,7 +15,7 @@ every move:
   LR, kept from the fit-start sweep, would put the LR more than ``up_margin`` times higher;
 - otherwise it keeps the current LR.
 
-Under a decaying LR — a scheduler, or the callback's own cosine anneal — a re-tune judges the decay's
+Under a decaying LR — a scheduler, or the callback's own anneal — a re-tune judges the decay's
 *scale* instead (:func:`scale_retune`): the decay already anneals, so no dip rule, and an up-move (of
 the callback's own anneal only) holds the edge against the decay's peak, never against the decayed LR (a
 low LR late in a decay is no reason to raise it; a peak the model has outgrown is). A phase change (a
@@ -50,6 +50,15 @@ UP_MARGIN = 2.0
 
 PHASE_MAX_CHANGE = 10.0
 """The largest factor a phase-change re-tune may move the LR's scale by (periodic ones: ``max_change``)."""
+
+ANNEAL_HOLD = 0.5
+"""The fraction of the run the anneal holds the fit-start LR before its cosine decay to 0.
+
+A cosine from the first step trains most of the run below the fit-start LR, which costs progress where the
+pick is on the low side (the default rule picks low by design); holding first keeps that progress, and the
+decay over the second half still lowers the gradient noise at the end. Chosen on the benchmark's tune tasks
+(see docs/retuning.md).
+"""
 
 FLAT_PHASE_DECAY = 10.0
 """How far a milestone or an unfreeze lowers a held LR when its full-range sweep shows no clear descent.
@@ -266,6 +275,14 @@ def phase_retune(
     return RetuneDecision(current_lr * factor, current_lr * ratio, reason, clamped)
 
 
-def cosine_factor(step: int, total: float) -> float:
-    """Cosine anneal from 1 at step 0 to 0 at ``total`` steps (clipped there)."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+def anneal_factor(step: int, total: float, hold: float = ANNEAL_HOLD) -> float:
+    """The anneal's LR factor: 1 for the first ``hold`` of ``total`` steps, then a cosine to 0 at ``total``.
+
+    Examples:
+        >>> [round(anneal_factor(step, 100), 2) for step in (0, 50, 75, 100, 150)]
+        [1.0, 1.0, 0.5, 0.0, 0.0]
+    """
+    start = hold * total
+    if step <= start:  # also every step of an unlimited horizon
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - start, total - start) / (total - start)))

@@ -16,7 +16,7 @@ from lightning_lrsweep.retune import (
     FLAT_PHASE_DECAY,
     PHASE_MAX_CHANGE,
     bound_change,
-    cosine_factor,
+    anneal_factor,
     edge_distance,
     edge_retune,
     phase_retune,
@@ -129,10 +129,12 @@ def test_a_phase_sweep_without_a_clear_descent_is_not_read():
     assert batch.lr == 0.05 and batch.target is None
 
 
-def test_cosine_factor():
-    assert cosine_factor(0, 100) == 1.0
-    assert cosine_factor(50, 100) == pytest.approx(0.5)
-    assert cosine_factor(100, 100) == pytest.approx(0.0) and cosine_factor(150, 100) == pytest.approx(0.0)
+def test_the_anneal_holds_for_the_first_half_then_follows_a_cosine_to_zero():
+    assert [anneal_factor(step, 100) for step in (0, 25, 50)] == [1.0, 1.0, 1.0]
+    assert anneal_factor(75, 100) == pytest.approx(0.5)
+    assert anneal_factor(100, 100) == pytest.approx(0.0) and anneal_factor(150, 100) == pytest.approx(0.0)
+    assert anneal_factor(10**9, float("inf")) == 1.0  # no limit of that kind: it never decays
+    assert anneal_factor(50, 100, hold=0.0) == pytest.approx(0.5)  # no hold: a cosine from the first step
 
 
 # -- in a real fit ----------------------------------------------------------------------------------
@@ -144,12 +146,12 @@ def fit(model, callbacks, epochs=4, data=None, **kwargs):
     return seeded_fit(model, callbacks, seed=3, epochs=epochs, data=data, **kwargs)
 
 
-def test_without_a_scheduler_periodic_retunes_anneal_along_a_cosine_over_the_run():
+def test_without_a_scheduler_periodic_retunes_anneal_over_the_run():
     sweep, trace = LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10), TraceLR()
     _, t = fit(Plain, [sweep, trace])
     total = t.estimated_stepping_batches
     assert len(trace.lrs) == total == 16
-    scale = [lr / cosine_factor(step, total) for step, lr in enumerate(trace.lrs)]
+    scale = [lr / anneal_factor(step, total) for step, lr in enumerate(trace.lrs)]
     retune_step = sweep.history[1].global_step  # 8: the re-tune at epoch 2 may rescale the decay, nothing else
     assert scale[:retune_step] == pytest.approx([sweep.history[0].applied_lr] * retune_step)
     assert scale[retune_step:] == pytest.approx([scale[retune_step]] * (total - retune_step))
@@ -164,7 +166,7 @@ def test_an_anneal_started_far_below_what_the_model_tolerates_raises_its_scale()
     record = sweep.history[0]
     assert "scale goes up" in record.reason and record.suggested_lr > 2 * record.previous_lr
     assert record.applied_lr == pytest.approx(2 * record.previous_lr)  # at most `max_change`
-    scale = [lr / cosine_factor(step, t.estimated_stepping_batches) for step, lr in enumerate(trace.lrs)]
+    scale = [lr / anneal_factor(step, t.estimated_stepping_batches) for step, lr in enumerate(trace.lrs)]
     assert scale[: record.global_step] == pytest.approx([1e-5] * record.global_step)
     assert scale[record.global_step] == pytest.approx(2e-5)  # the whole decay scaled by one factor from there
 
@@ -350,7 +352,8 @@ def test_the_anneal_spans_the_run_when_two_optimizers_step_each_batch():
     _, t = fit(TwoOptimizers, [sweep, trace])
     assert t.global_step == 32 and len(trace.lrs) == 16
     assert min(trace.lrs) > 0  # not decayed to 0 halfway through
-    assert trace.lrs[7] == pytest.approx(sweep.history[0].applied_lr * cosine_factor(7, 16))  # before the re-tune
+    # counted in training batches (16), not optimizer steps (32): after the re-tune only the anneal moves the LR
+    assert trace.lrs[14] / trace.lrs[10] == pytest.approx(anneal_factor(14, 16) / anneal_factor(10, 16))
     assert trace.lrs[-1] < 0.05 * max(trace.lrs)
 
 
@@ -395,7 +398,7 @@ def test_the_anneal_stops_where_stochastic_weight_averaging_takes_over_the_lr():
     swa = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=2, annealing_epochs=1)
     sweep, trace = LRSweep(every_n_epochs=5, num_steps=20), TraceLR()
     fit(Plain, [sweep, swa, trace], epochs=4)
-    assert trace.lrs[:4] == pytest.approx([sweep.history[0].applied_lr * cosine_factor(i, 16) for i in range(4)])
+    assert trace.lrs[:4] == pytest.approx([sweep.history[0].applied_lr * anneal_factor(i, 16) for i in range(4)])
     assert trace.lrs[8:] == pytest.approx([0.01] * 8)
 
 
@@ -405,7 +408,7 @@ def test_a_resume_without_saved_state_does_not_reuse_an_earlier_resumes_anneal_f
     def checkpointed(callbacks, name):
         ckpt = ModelCheckpoint(dirpath=tmp_path / name, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
         fit(Plain, [*callbacks, ckpt], enable_checkpointing=True, data=loader(n=128, shuffle=False))
-        return tmp_path / name / "epoch=1.ckpt"
+        return tmp_path / name / "epoch=2.ckpt"  # 12 of 16 batches: half-way through the anneal's decay
 
     annealed = checkpointed([LRSweep(every_n_epochs=2, num_steps=20, retune_num_steps=10)], "annealed")
     plain = checkpointed([], "plain")  # no LRSweep state; its LR stayed at 0.01
@@ -414,4 +417,4 @@ def test_a_resume_without_saved_state_does_not_reuse_an_earlier_resumes_anneal_f
     with pytest.warns(UserWarning, match="without a saved history"):
         t = trainer(max_epochs=4, callbacks=[sweep, trace])
         t.fit(Plain(), loader(n=128, shuffle=False), ckpt_path=plain)
-    assert trace.lrs[0] == pytest.approx(0.01 * cosine_factor(8, 16))  # the restored LR joins the cosine
+    assert trace.lrs[0] == pytest.approx(0.01 * anneal_factor(12, 16))  # the restored LR joins the anneal
