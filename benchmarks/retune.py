@@ -7,15 +7,16 @@ its budget. Rows:
 * ``fixed``       - the task's default LR (what a user would try without a finder), constant
 * ``fs_fixed``    - the fit-start sweep's LR, constant (no re-tune at all)
 * ``fs_fixed_low`` - a third of the fit-start LR, constant (is a held LR better set lower than a schedule's peak?)
-* ``retune``      - ``LRSweep(every_n_epochs=k)``, no scheduler (the package default: it anneals over the run)
+* ``retune``      - ``LRSweep(every_n_epochs=k)``, no scheduler (the package default: it anneals, holding the fit-start
+  LR for the first half of the run, then a cosine to 0)
 * ``fs_cosine``   - the fit-start LR as the peak of a per-step cosine to 0
 * ``fs_onecycle`` - ``LRSweep()`` + ``OneCycleLR``: the fit-start LR becomes its ``max_lr``
 * ``rt_cosine``   - ``LRSweep(every_n_epochs=k)`` + the same cosine
 * ``rt_onecycle`` - ``LRSweep(every_n_epochs=k)`` + the same OneCycle
-* ``fs_cosine_low`` - the cosine from a third of the fit-start LR (a pick on the low side), no re-tune
-* ``rt_low``      - ``LRSweep(every_n_epochs=k, sweep_at_fit_start=False)`` on a module whose LR is that third: the
-  anneal from there, with re-tunes (can they raise a scale set too low? without a fit-start sweep they place the
-  LR the default 10x below the edge)
+* ``anneal_low``  - ``LRSweep(every_n_epochs=k, sweep_at_fit_start=False, max_change=1)`` on a module whose LR is
+  a third of the fit-start LR (a pick on the low side): the anneal from there, with re-tunes that cannot move it
+* ``rt_low``      - the same with re-tunes that can (``max_change=2``, the default): can they raise a scale set too
+  low? Without a fit-start sweep they place the LR the default 10x below the edge
 * ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise; the same
   as ``LRSweep()``, which re-tunes at the unfreeze by itself (``retune_at_phase_change``)
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
@@ -54,7 +55,7 @@ ROWS = (
     "fs_onecycle",
     "rt_cosine",
     "rt_onecycle",
-    "fs_cosine_low",
+    "anneal_low",
     "rt_low",
     "milestone",
     "grid",
@@ -129,10 +130,10 @@ def run_row(task: Task, row: str, seed: int, steps: int, k: int, fs_lr: float | 
         return _fit(task, grid_lr, seed, steps, None)
     if row == "fs_fixed_low":
         return _fit(task, fs_lr / LOW, seed, steps, None)
-    if row == "fs_cosine_low":
-        return _fit(task, fs_lr / LOW, seed, steps, "cosine")
-    if row == "rt_low":
-        return _fit(task, fs_lr / LOW, seed, steps, None, _sweep(cfg, every_n_epochs=k, sweep_at_fit_start=False))
+    if row in ("anneal_low", "rt_low"):
+        bound = 1.0 if row == "anneal_low" else 2.0
+        sweep = _sweep(cfg, every_n_epochs=k, sweep_at_fit_start=False, max_change=bound)
+        return _fit(task, fs_lr / LOW, seed, steps, None, sweep)
     if row == "fs_onecycle":
         return _fit(task, fs_lr or task.default_lr, seed, steps, schedule, _sweep(cfg))
     if row.startswith("fs_"):
@@ -205,7 +206,15 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(seeds)} seeds")
             runs: dict[str, list] = {}
             for row in rows:
-                uses_package = row in ("retune", "fs_onecycle", "rt_cosine", "rt_onecycle", "rt_low", "milestone")
+                uses_package = row in (
+                    "retune",
+                    "fs_onecycle",
+                    "rt_cosine",
+                    "rt_onecycle",
+                    "anneal_low",
+                    "rt_low",
+                    "milestone",
+                )
                 lr = {"fixed": task.default_lr, "grid": grid["lr"] if grid else None}.get(row)
                 runs[row] = []
                 for seed, fs_lr in zip(seeds, fs, strict=True):
@@ -214,9 +223,9 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                         "row": row,
                         "seed": seed,
                         "steps": steps,
-                        "k": k if row in ("retune", "rt_cosine", "rt_onecycle", "rt_low") else None,
+                        "k": k if row in ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low") else None,
                         "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
-                        "low": LOW if row in ("fs_fixed_low", "fs_cosine_low", "rt_low") else None,
+                        "low": LOW if row in ("fs_fixed_low", "anneal_low", "rt_low") else None,
                         "package": fp if uses_package else None,
                         "sweep": [cfg.sweep_steps, cfg.min_lr, cfg.max_lr] if uses_package else None,
                         "v": VERSION,
@@ -271,7 +280,7 @@ COMPARISONS = (
     ("fit-start + fixed vs default LR", "fs_fixed", "fixed"),
     ("fit-start + cosine vs fit-start + fixed", "fs_cosine", "fs_fixed"),
     ("fit-start ÷ 3 + fixed vs fit-start + fixed", "fs_fixed_low", "fs_fixed"),
-    ("re-tune from ÷ 3 vs cosine from ÷ 3", "rt_low", "fs_cosine_low"),
+    ("re-tune from ÷ 3 vs anneal from ÷ 3", "rt_low", "anneal_low"),
     ("milestone vs no re-tune", "milestone", "fs_fixed"),
     ("milestone vs best fixed LR", "milestone", "grid"),
 )

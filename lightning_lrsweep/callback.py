@@ -492,7 +492,9 @@ class LRSweep(Callback):
         result = run_sweep_shown(trainer, config, label)
         self._phase = self._phase_now(trainer)
         if phase is not None:
-            decision, bound = self._decide_phase(result, current, peak, phase), PHASE_MAX_CHANGE
+            # the anneal's hold is a held LR: its decay, not begun, lowers no noise yet
+            holding = peak is not None and not self._scheduled(trainer) and self._anneal_factor == 1.0
+            decision, bound = self._decide_phase(result, current, None if holding else peak, phase), PHASE_MAX_CHANGE
         else:
             decision = self._decide(result, current, peak, may_raise=not self._scheduled(trainer))
             bound = self.settings.max_change

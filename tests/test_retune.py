@@ -15,8 +15,8 @@ from lightning_lrsweep import LRSweep
 from lightning_lrsweep.retune import (
     FLAT_PHASE_DECAY,
     PHASE_MAX_CHANGE,
-    bound_change,
     anneal_factor,
+    bound_change,
     edge_distance,
     edge_retune,
     phase_retune,
@@ -230,11 +230,11 @@ def is_full_range(record, sweep) -> bool:
     return record.result.lrs[0] == pytest.approx(sweep.config.min_lr)
 
 
-def unfreeze_fit(**settings: Any) -> LRSweep:
+def unfreeze_fit(at: int = 2, **settings: Any) -> LRSweep:
     from lightning.pytorch.callbacks import BackboneFinetuning
 
     sweep = LRSweep(**{"every_n_epochs": 1, "num_steps": 30, "retune_num_steps": 10, "anneal": False, **settings})
-    fit(Backbone, [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep])
+    fit(Backbone, [BackboneFinetuning(unfreeze_backbone_at_epoch=at), sweep])
     return sweep
 
 
@@ -258,11 +258,18 @@ def test_an_unfreeze_sweep_below_min_confidence_lowers_the_scale_instead_of_read
     assert unfreeze.applied_lr == pytest.approx(unfreeze.previous_lr / FLAT_PHASE_DECAY)
 
 
-def test_under_the_anneal_an_unfreeze_sweep_below_min_confidence_keeps_the_scale():
-    sweep = unfreeze_fit(min_confidence=1.0, anneal=True)
-    unfreeze = sweep.history[2]
+def test_once_the_anneal_decays_an_unfreeze_sweep_below_min_confidence_keeps_the_scale():
+    sweep = unfreeze_fit(at=3, min_confidence=1.0, anneal=True)  # epoch 3 of 4: the decay has begun
+    unfreeze = sweep.history[3]
     assert "no clear descent" in unfreeze.reason and "kept" in unfreeze.reason
     assert unfreeze.applied_lr == unfreeze.previous_lr
+
+
+def test_in_the_anneals_hold_an_unfreeze_sweep_below_min_confidence_lowers_the_scale_as_for_a_held_lr():
+    sweep = unfreeze_fit(at=2, min_confidence=1.0, anneal=True)  # epoch 2 of 4: the LR is still held
+    unfreeze = sweep.history[2]
+    assert "no clear descent" in unfreeze.reason
+    assert unfreeze.applied_lr == pytest.approx(unfreeze.previous_lr / FLAT_PHASE_DECAY)
 
 
 def test_a_plain_sweep_retunes_at_the_epoch_layers_are_unfrozen():
