@@ -60,6 +60,8 @@ ROWS = (
     "milestone",
     "grid",
 )
+PERIODIC = ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low")  # LRSweep(every_n_epochs=k)
+PACKAGE_ROWS = (*PERIODIC, "fs_onecycle", "milestone")  # rows that run the package: keyed by its source
 SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosine", "rt_onecycle": "onecycle"}
 TIE = {"classification": 0.25, "regression": 0.02}  # |Δ| <= 0.25 acc points, or MSE ratio within 2%, is a tie
 VERSION = 3
@@ -206,15 +208,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
             log(f"[retune] {task.name} ({task.split}) {budget}x: {steps} steps, k = {k}, {len(seeds)} seeds")
             runs: dict[str, list] = {}
             for row in rows:
-                uses_package = row in (
-                    "retune",
-                    "fs_onecycle",
-                    "rt_cosine",
-                    "rt_onecycle",
-                    "anneal_low",
-                    "rt_low",
-                    "milestone",
-                )
+                uses_package = row in PACKAGE_ROWS
                 lr = {"fixed": task.default_lr, "grid": grid["lr"] if grid else None}.get(row)
                 runs[row] = []
                 for seed, fs_lr in zip(seeds, fs, strict=True):
@@ -223,7 +217,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                         "row": row,
                         "seed": seed,
                         "steps": steps,
-                        "k": k if row in ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low") else None,
+                        "k": k if row in PERIODIC else None,
                         "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
                         "low": LOW if row in ("fs_fixed_low", "anneal_low", "rt_low") else None,
                         "package": fp if uses_package else None,
