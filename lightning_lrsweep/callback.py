@@ -477,6 +477,7 @@ class LRSweep(Callback):
                 "(e.g. a schedule decayed it to 0), so there is no LR to sweep around or scale. Nothing is recorded."
             )
             return
+        scheduled = self._scheduled(trainer)
         peak = self._peak(trainer, optimizer, current)
         phase = self._phase_change(trainer)
         if phase is not None:
@@ -493,10 +494,10 @@ class LRSweep(Callback):
         self._phase = self._phase_now(trainer)
         if phase is not None:
             # the anneal's hold is a held LR: its decay, not begun, lowers no noise yet
-            holding = peak is not None and not self._scheduled(trainer) and self._anneal_factor == 1.0
+            holding = peak is not None and not scheduled and self._anneal_factor == 1.0
             decision, bound = self._decide_phase(result, current, None if holding else peak, phase), PHASE_MAX_CHANGE
         else:
-            decision = self._decide(result, current, peak, may_raise=not self._scheduled(trainer))
+            decision = self._decide(result, current, peak, may_raise=not scheduled)
             bound = self.settings.max_change
         if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
             # a clamp of under 1% changes nothing a user would act on: no warning
