@@ -559,20 +559,31 @@ class LRSweep(Callback):
         edge = stability_edge(result.curve, result.diverged)
         self._distance = edge_distance(edge.lr if edge else None, suggested)
 
+    def _spacing(self) -> float:
+        """The edge / LR spacing re-tunes keep below an edge they measure (the default before any was measured)."""
+        return self._distance if self._distance is not None else edge_distance(None, None)
+
     def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:
         clear = result.confidence >= self.settings.min_confidence
         outcome = result.suggest()
         if clear and outcome.lr is not None:
             self._measure_distance(result, outcome.lr)
+        edge = stability_edge(result.curve, result.diverged)
         decision = phase_retune(
-            outcome.lr, current, peak, clear_descent=clear, batch_changed=phase == "accumulation changed"
+            outcome.lr,
+            current,
+            peak,
+            clear_descent=clear,
+            batch_changed=phase == "accumulation changed",
+            edge_lr=None if edge is None else edge.lr,
+            distance=self._spacing(),
         )
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
     def _decide(self, result: SweepResult, current: float, peak: float | None, may_raise: bool) -> RetuneDecision:
         """The periodic re-tune's decision; ``may_raise``: whether a decay's scale may go up (the anneal's only)."""
         if self.settings.retune_suggestion == "edge":
-            distance = self._distance if self._distance is not None else edge_distance(None, None)
+            distance = self._spacing()
             if peak is not None:
                 return scale_retune(
                     result.curve,

@@ -23,8 +23,9 @@ milestone, layers unfrozen, a new batch size) is a new problem: a full-range swe
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
 when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
-:data:`FLAT_PHASE_DECAY` instead; a decay's scale stays (the decay lowers the noise already), and so does
-the LR where only the batch changed.
+:data:`FLAT_PHASE_DECAY` instead — or to the fit-start spacing below the changed model's stability edge,
+where that is lower (a head swept alone may tolerate a far higher LR than the network it joins); a decay's
+scale stays (the decay lowers the noise already), and so does the LR where only the batch changed.
 """
 
 from __future__ import annotations
@@ -237,11 +238,16 @@ def phase_retune(
     clear_descent: bool = True,
     batch_changed: bool = False,
     max_change: float = PHASE_MAX_CHANGE,
+    edge_lr: float | None = None,
+    distance: float = DEFAULT_DISTANCE,
 ) -> RetuneDecision:
     """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
 
     The move is bounded by ``max_change``. A sweep without a clear descent gives no read: a held LR comes
-    down by :data:`FLAT_PHASE_DECAY`; a decay's scale is kept (the decay lowers the noise already), and so
+    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability edge ``edge_lr`` lies
+    less than ``distance`` times above that (the LR is then placed ``distance`` below the edge, as periodic
+    re-tunes place it: the edge is the changed model's own measurement, the old LR one of another problem,
+    so ``max_change`` does not apply). A decay's scale is kept (the decay lowers the noise already), and so
     is the LR when only the batch changed (a larger batch has less noise).
 
     Args:
@@ -250,13 +256,17 @@ def phase_retune(
         peak_lr: the schedule's base or peak LR; ``None`` when the LR is held (no decay).
         clear_descent: whether the sweep's loss fell clearly (its confidence reached ``min_confidence``).
         batch_changed: whether the phase change is a change of the batches accumulated per step.
-        max_change: the largest factor the scale may move by.
+        max_change: the largest factor a read of the sweep may move the scale by.
+        edge_lr: the full-range sweep's stability edge (``None``: not located).
+        distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
 
     Examples:
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr  # the peak goes from 0.1 to 0.3
         0.15
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=None, clear_descent=False).lr  # noise floor: down 10x
         0.005
+        >>> phase_retune(None, current_lr=0.2, peak_lr=None, clear_descent=False, edge_lr=0.05, distance=25.0).lr
+        0.002
     """
     if not clear_descent:
         if batch_changed or peak_lr is not None:
@@ -266,6 +276,12 @@ def phase_retune(
             )
         lr = current_lr / FLAT_PHASE_DECAY
         reason = f"phase change: no clear descent in the full-range sweep (a noise floor); down {FLAT_PHASE_DECAY:g}x"
+        if edge_lr is not None and edge_lr / distance < lr:
+            lr = edge_lr / distance
+            reason = (
+                "phase change: no clear descent in the full-range sweep (a noise floor), and the loss rises from "
+                f"{edge_lr:.3g}: the fit-start spacing below it"
+            )
         return RetuneDecision(lr, lr, reason)
     if suggested is None:
         return RetuneDecision(current_lr, None, "phase change: the full-range sweep gave no suggestion; kept")

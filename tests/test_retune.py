@@ -22,7 +22,7 @@ from lightning_lrsweep.retune import (
     phase_retune,
     scale_retune,
 )
-from lightning_lrsweep.suggestion_rules import Curve
+from lightning_lrsweep.suggestion_rules import Curve, stability_edge
 
 
 def curve_with_edge(edge: float, low: float, high: float, n: int = 40, dip: float = 0.0) -> Curve:
@@ -127,6 +127,14 @@ def test_a_phase_sweep_without_a_clear_descent_is_not_read():
     assert decaying.lr == 0.05 and decaying.target is None
     batch = phase_retune(10.0, current_lr=0.05, peak_lr=None, clear_descent=False, batch_changed=True)
     assert batch.lr == 0.05 and batch.target is None
+
+
+def test_a_flat_phase_sweep_keeps_a_held_lr_the_fit_start_spacing_below_the_changed_models_edge():
+    flat = partial(phase_retune, 10.0, current_lr=0.05, peak_lr=None, clear_descent=False, distance=20.0)
+    assert flat(edge_lr=1.0).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # the edge lies high: 10x down
+    unstable = flat(edge_lr=0.02)  # the edge lies below the LR: 20x below the edge, past the 10x bound
+    assert unstable.lr == pytest.approx(0.001) and "the loss rises from 0.02" in unstable.reason
+    assert flat(edge_lr=0.02, peak_lr=0.1).lr == 0.05  # a decay's scale stays
 
 
 def test_the_anneal_holds_for_the_first_half_then_follows_a_cosine_to_zero():
@@ -250,12 +258,25 @@ def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rul
     assert not is_full_range(after, sweep)  # the next re-tune is periodic again: a window around the LR
 
 
+def flat_phase_lr(sweep: LRSweep, record) -> float:
+    """10x below the LR, or the fit-start spacing below the changed model's edge where that is lower."""
+    fit_start = sweep.history[0]
+    start_edge = stability_edge(fit_start.result.curve, fit_start.result.diverged)
+    spacing = edge_distance(start_edge.lr if start_edge else None, fit_start.suggested_lr)
+    edge = stability_edge(record.result.curve, record.result.diverged)
+    assert edge is not None
+    return min(record.previous_lr / FLAT_PHASE_DECAY, edge.lr / spacing)
+
+
 def test_an_unfreeze_sweep_below_min_confidence_lowers_the_scale_instead_of_reading_the_curve():
     sweep = unfreeze_fit(min_confidence=1.0)
     unfreeze = sweep.history[2]
     assert unfreeze.result.confidence < 1.0  # the branch this test checks
     assert "no clear descent" in unfreeze.reason
-    assert unfreeze.applied_lr == pytest.approx(unfreeze.previous_lr / FLAT_PHASE_DECAY)
+    assert unfreeze.applied_lr == pytest.approx(flat_phase_lr(sweep, unfreeze))
+    # the head alone was swept to a high LR; the unfrozen network's edge lies far below it: more than 10x down
+    assert "the loss rises from" in unfreeze.reason
+    assert unfreeze.applied_lr < unfreeze.previous_lr / FLAT_PHASE_DECAY
 
 
 def test_once_the_anneal_decays_an_unfreeze_sweep_below_min_confidence_keeps_the_scale():
@@ -269,7 +290,7 @@ def test_in_the_anneals_hold_an_unfreeze_sweep_below_min_confidence_lowers_the_s
     sweep = unfreeze_fit(at=2, min_confidence=1.0, anneal=True)  # epoch 2 of 4: the LR is still held
     unfreeze = sweep.history[2]
     assert "no clear descent" in unfreeze.reason
-    assert unfreeze.applied_lr == pytest.approx(unfreeze.previous_lr / FLAT_PHASE_DECAY)
+    assert unfreeze.applied_lr == pytest.approx(flat_phase_lr(sweep, unfreeze))
 
 
 def test_a_plain_sweep_retunes_at_the_epoch_layers_are_unfrozen():
