@@ -575,7 +575,7 @@ class LRSweep(Callback):
             peak,
             clear_descent=clear,
             batch_changed=phase == "accumulation changed",
-            edge_lr=None if edge is None else edge.lr,
+            edge_lr=None if edge is None or edge.censored else edge.lr,  # a censored edge is only a lower bound
             distance=self._spacing(),
         )
         return decision._replace(reason=f"{phase}: {decision.reason}")
