@@ -568,14 +568,13 @@ class LRSweep(Callback):
         outcome = result.suggest()
         if clear and outcome.lr is not None:
             self._measure_distance(result, outcome.lr)
-        edge = stability_edge(result.curve, result.diverged)
         decision = phase_retune(
             outcome.lr,
             current,
             peak,
             clear_descent=clear,
             batch_changed=phase == "accumulation changed",
-            edge_lr=None if edge is None or edge.censored else edge.lr,  # a censored edge is only a lower bound
+            edge=stability_edge(result.curve, result.diverged),
             distance=self._spacing(),
         )
         return decision._replace(reason=f"{phase}: {decision.reason}")

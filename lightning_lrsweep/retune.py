@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lightning_lrsweep.suggestion_rules import MIN_POINTS, Curve, finite_prefix, stability_edge, start_level
+from lightning_lrsweep.suggestion_rules import MIN_POINTS, Curve, Edge, finite_prefix, stability_edge, start_level
 
 DEFAULT_DISTANCE = 10.0
 """Edge-to-LR spacing used when the fit-start sweep gave none."""
@@ -238,13 +238,13 @@ def phase_retune(
     clear_descent: bool = True,
     batch_changed: bool = False,
     max_change: float = PHASE_MAX_CHANGE,
-    edge_lr: float | None = None,
+    edge: Edge | None = None,
     distance: float = DEFAULT_DISTANCE,
 ) -> RetuneDecision:
     """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
 
     The move is bounded by ``max_change``. A sweep without a clear descent gives no read: a held LR comes
-    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability edge ``edge_lr`` lies
+    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability ``edge`` lies
     less than ``distance`` times above that (the LR is then placed ``distance`` below the edge, as periodic
     re-tunes place it: the edge is the changed model's own measurement, the old LR one of another problem,
     so ``max_change`` does not apply). A decay's scale is kept (the decay lowers the noise already), and so
@@ -257,7 +257,8 @@ def phase_retune(
         clear_descent: whether the sweep's loss fell clearly (its confidence reached ``min_confidence``).
         batch_changed: whether the phase change is a change of the batches accumulated per step.
         max_change: the largest factor a read of the sweep may move the scale by.
-        edge_lr: the full-range sweep's stability edge (``None``: not located).
+        edge: the full-range sweep's stability edge (``None``: not located; a censored edge, only a lower
+            bound, is not read).
         distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
 
     Examples:
@@ -265,7 +266,8 @@ def phase_retune(
         0.15
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=None, clear_descent=False).lr  # noise floor: down 10x
         0.005
-        >>> phase_retune(None, current_lr=0.2, peak_lr=None, clear_descent=False, edge_lr=0.05, distance=25.0).lr
+        >>> unstable = Edge(0.05, censored=False)  # the loss rises from 0.05, below the LR of 0.2
+        >>> phase_retune(None, current_lr=0.2, peak_lr=None, clear_descent=False, edge=unstable, distance=25.0).lr
         0.002
     """
     if not clear_descent:
@@ -276,11 +278,11 @@ def phase_retune(
             )
         lr = current_lr / FLAT_PHASE_DECAY
         reason = f"phase change: no clear descent in the full-range sweep (a noise floor); down {FLAT_PHASE_DECAY:g}x"
-        if edge_lr is not None and edge_lr / distance < lr:
-            lr = edge_lr / distance
+        if edge is not None and not edge.censored and edge.lr / distance < lr:
+            lr = edge.lr / distance
             reason = (
                 "phase change: no clear descent in the full-range sweep (a noise floor), and the loss rises from "
-                f"{edge_lr:.3g}: the fit-start spacing below it"
+                f"{edge.lr:.3g}: the fit-start spacing below it"
             )
         return RetuneDecision(lr, lr, reason)
     if suggested is None:

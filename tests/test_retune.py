@@ -22,7 +22,7 @@ from lightning_lrsweep.retune import (
     phase_retune,
     scale_retune,
 )
-from lightning_lrsweep.suggestion_rules import Curve, stability_edge
+from lightning_lrsweep.suggestion_rules import Curve, Edge, stability_edge
 
 
 def curve_with_edge(edge: float, low: float, high: float, n: int = 40, dip: float = 0.0) -> Curve:
@@ -131,10 +131,11 @@ def test_a_phase_sweep_without_a_clear_descent_is_not_read():
 
 def test_a_flat_phase_sweep_keeps_a_held_lr_the_fit_start_spacing_below_the_changed_models_edge():
     flat = partial(phase_retune, 10.0, current_lr=0.05, peak_lr=None, clear_descent=False, distance=20.0)
-    assert flat(edge_lr=1.0).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # the edge lies high: 10x down
-    unstable = flat(edge_lr=0.02)  # the edge lies below the LR: 20x below the edge, past the 10x bound
+    assert flat(edge=Edge(1.0, censored=False)).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # a high edge: 10x down
+    unstable = flat(edge=Edge(0.02, censored=False))  # the edge lies below the LR: 20x below it, past the 10x bound
     assert unstable.lr == pytest.approx(0.001) and "the loss rises from 0.02" in unstable.reason
-    assert flat(edge_lr=0.02, peak_lr=0.1).lr == 0.05  # a decay's scale stays
+    assert flat(edge=Edge(0.02, censored=True)).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # only a lower bound
+    assert flat(edge=Edge(0.02, censored=False), peak_lr=0.1).lr == 0.05  # a decay's scale stays
 
 
 def test_the_anneal_holds_for_the_first_half_then_follows_a_cosine_to_zero():
