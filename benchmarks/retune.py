@@ -66,6 +66,12 @@ SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosi
 TIE = {"classification": 0.25, "regression": 0.02}  # |Δ| <= 0.25 acc points, or MSE ratio within 2%, is a tie
 VERSION = 3
 LOW = 3.0  # fs_fixed_low trains at the fit-start LR / LOW
+KNOWN_ERRORS = {
+    "KeyError: 'initial_lr'": (
+        " (torch's `OneCycleLR` cannot schedule the param group `BackboneFinetuning` adds at the unfreeze; the same"
+        " fit without `LRSweep` fails the same way)"
+    )
+}
 TUNE_SEEDS = 3  # tune-split tasks run the first 3 seeds only (compute budget: 2 shared cores); report-split all
 
 
@@ -385,16 +391,14 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                         + " ".join(f"{x:.2g}" for x in r["fit_start_lr"] if x)
                         + "\n"
                     )
-    errors = sorted(
-        {
-            x["error"]
-            for r in res["tasks"].values()
-            for b in res["budgets"]
-            for runs in r[str(b)]["runs"].values()
-            for x in runs
-            if x and "error" in x
-        }
-    )
-    if errors:
-        parts.append("Rows that could not run: " + "; ".join(f"`{e}`" for e in errors) + "\n")
+    failed: dict[str, set[str]] = {}  # error -> "task: row"
+    for name, r in res["tasks"].items():
+        for b in res["budgets"]:
+            for row, runs in r[str(b)]["runs"].items():
+                for x in runs:
+                    if x and "error" in x:
+                        failed.setdefault(x["error"], set()).add(f"`{name}` `{row}`")
+    for error, where in sorted(failed.items()):
+        why = KNOWN_ERRORS.get(error, "")
+        parts.append(f"Could not run: {', '.join(sorted(where))}: `{error}`{why}\n")
     return "\n".join(parts)
