@@ -391,7 +391,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                         + " ".join(f"{x:.2g}" for x in r["fit_start_lr"] if x)
                         + "\n"
                     )
-    failed: dict[str, set[str]] = {}  # error -> "task: row"
+    failed: dict[str, set[str]] = {}  # error -> the task-and-row pairs it stopped
     for name, r in res["tasks"].items():
         for b in res["budgets"]:
             for row, runs in r[str(b)]["runs"].items():

@@ -265,7 +265,7 @@ def flat_phase_lr(sweep: LRSweep, record) -> float:
     start_edge = stability_edge(fit_start.result.curve, fit_start.result.diverged)
     spacing = edge_distance(start_edge.lr if start_edge else None, fit_start.suggested_lr)
     edge = stability_edge(record.result.curve, record.result.diverged)
-    assert edge is not None
+    assert edge is not None and not edge.censored  # the sweep blew up: its edge is measured, not a lower bound
     return min(record.previous_lr / FLAT_PHASE_DECAY, edge.lr / spacing)
 
 
