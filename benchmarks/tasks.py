@@ -253,6 +253,12 @@ def sub_majority(n: int, seed: int, vocab: int = 8, length: int = 24) -> tuple[T
     return x, (c[:, :4] - torch.arange(4) * 1e-4).argmax(1)
 
 
+def sub_minority(n: int, seed: int, vocab: int = 8, length: int = 24) -> tuple[Tensor, Tensor]:
+    """The sequences of :func:`majority`; the label is which of tokens 4..7 is the least frequent (ties: lowest id)."""
+    x, _ = majority(n, seed, vocab, length)
+    return x, (F.one_hot(x, vocab).sum(1)[:, 4:].float() + torch.arange(4) * 1e-3).argmin(1)
+
+
 def additive(n: int, seed: int, dim: int = 6, noise: float = 0.5) -> tuple[Tensor, Tensor]:
     """Small-data regression: an additive model of ``dim`` Gaussian features with interactions, plus noise."""
     g = _gen(seed)
@@ -482,6 +488,13 @@ def transformer_backbone() -> nn.Module:
     return BackboneNet(body, 32, 4)
 
 
+def majority_encoder_backbone() -> nn.Module:
+    """:class:`SequenceEncoder` pre-trained to classify the majority token (:func:`majority`), with a fresh head."""
+    body = SequenceEncoder()
+    body.load_state_dict(pretrained("encoder-majority", SequenceEncoder, 32, majority, "ce", 8, adamw, 3e-3, 600))
+    return BackboneNet(body, 32, 4)
+
+
 # --------------------------------------------------------------------------- tasks
 
 
@@ -687,6 +700,24 @@ TASKS: dict[str, Task] = {
             tags=("MLP", "fine-tuning"),
             module_cls=FinetuneModule,
             unfreeze_at=3,
+        ),
+        Task(
+            name="subminority_finetune_transformer_adamw",
+            description="least frequent of tokens 4..7, from 256 sequences; encoder pre-trained on the majority "
+            "task, frozen, unfrozen at epoch 4",
+            kind="classification",
+            optimizer="AdamW (wd 0.01)",
+            data_fn=sub_minority,
+            net_fn=majority_encoder_backbone,
+            make_optimizer=adamw,
+            grid=log_grid(-5, -0.5, per_decade=2),
+            n_train=256,
+            batch_size=32,
+            epochs=16,
+            default_lr=1e-3,
+            tags=("Transformer", "fine-tuning"),
+            module_cls=FinetuneModule,
+            unfreeze_at=4,
         ),
         # ------------------------------------------------------------------ report-only: never tuned on
         Task(
