@@ -46,7 +46,6 @@ from lightning_lrsweep.progress import first_epoch_accumulation, run_race_shown,
 from lightning_lrsweep.reporting import log_hparams, report_to_loggers, summary_line
 from lightning_lrsweep.result import SuggestionRule, SweepResult
 from lightning_lrsweep.retune import (
-    PHASE_MAX_CHANGE,
     UP_MARGIN,
     RetuneDecision,
     anneal_factor,
@@ -495,16 +494,19 @@ class LRSweep(Callback):
         if phase is not None:
             # the anneal's hold is a held LR: its decay, not begun, lowers no noise yet
             holding = peak is not None and not scheduled and self._anneal_factor == 1.0
-            decision, bound = self._decide_phase(result, current, None if holding else peak, phase), PHASE_MAX_CHANGE
+            decision = self._decide_phase(result, current, None if holding else peak, phase)
         else:
             decision = self._decide(result, current, peak, may_raise=not scheduled)
-            bound = self.settings.max_change
         if decision.clamped and decision.target is not None and abs(math.log(decision.target / decision.lr)) > 0.01:
             # a clamp of under 1% changes nothing a user would act on: no warning
+            bound = (
+                f"at most {self.settings.max_change:g}x per re-tune, `max_change`"
+                if phase is None
+                else f"{max(decision.lr / current, current / decision.lr):.3g}x, the most a phase change moves it"
+            )
             rank_zero_warn(
                 f"LRSweep re-tune at epoch {trainer.current_epoch}: the rule asked for {decision.target:.4g}, "
-                f"clamped to {decision.lr:.4g} (at most {bound:g}x per re-tune"
-                + (", `max_change`)." if phase is None else " at a phase change).")
+                f"clamped to {decision.lr:.4g} ({bound})."
             )
         if decision.lr != current:
             self._apply(trainer, pl_module, current, decision.lr)
@@ -560,7 +562,7 @@ class LRSweep(Callback):
         self._distance = edge_distance(edge.lr if edge else None, suggested)
 
     def _spacing(self) -> float:
-        """The edge / LR spacing re-tunes keep below an edge they measure (the default before any was measured)."""
+        """The edge / LR spacing re-tunes keep below an edge they measure: the last full-range read's, or a default."""
         return self._distance if self._distance is not None else edge_distance(None, None)
 
     def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:

@@ -23,8 +23,8 @@ milestone, layers unfrozen, a new batch size) is a new problem: a full-range swe
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
 when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
-:data:`FLAT_PHASE_DECAY` instead — or to the fit-start spacing below the changed model's stability edge,
-where that is lower (a head swept alone may tolerate a far higher LR than the network it joins); a decay's
+:data:`FLAT_PHASE_DECAY` instead — or to the measured edge / LR spacing below the changed model's stability
+edge, where that is lower (a head swept alone may tolerate a far higher LR than the network it joins); a decay's
 scale stays (the decay lowers the noise already), and so does the LR where only the batch changed.
 """
 
@@ -244,10 +244,10 @@ def phase_retune(
     """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
 
     The move is bounded by ``max_change``. A sweep without a clear descent gives no read: a held LR comes
-    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability ``edge`` lies
-    less than ``distance`` times above that (the LR is then placed ``distance`` below the edge, as periodic
-    re-tunes place it: the edge is the changed model's own measurement, the old LR one of another problem,
-    so ``max_change`` does not apply). A decay's scale is kept (the decay lowers the noise already), and so
+    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability ``edge`` lies less
+    than ``distance`` times above that: the LR is then placed ``distance`` below the edge (the edge is the
+    changed model's own measurement, the old LR one of another problem), at most ``max_change`` times past
+    the :data:`FLAT_PHASE_DECAY` step. A decay's scale is kept (the decay lowers the noise already), and so
     is the LR when only the batch changed (a larger batch has less noise).
 
     Args:
@@ -259,7 +259,8 @@ def phase_retune(
         max_change: the largest factor a read of the sweep may move the scale by.
         edge: the full-range sweep's stability edge (``None``: not located; a censored edge, only a lower
             bound, is not read).
-        distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
+        distance: the edge / LR spacing of the last full-range read: the fit-start sweep's, or that of a
+            later phase sweep with a clear descent (see :func:`edge_distance`).
 
     Examples:
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr  # the peak goes from 0.1 to 0.3
@@ -277,14 +278,12 @@ def phase_retune(
                 current_lr, None, f"phase change: no clear descent in the full-range sweep; kept ({why})"
             )
         lr = current_lr / FLAT_PHASE_DECAY
-        reason = f"phase change: no clear descent in the full-range sweep (a noise floor); down {FLAT_PHASE_DECAY:g}x"
+        reason = "phase change: no clear descent in the full-range sweep (a noise floor)"
         if edge is not None and not edge.censored and edge.lr / distance < lr:
-            lr = edge.lr / distance
-            reason = (
-                "phase change: no clear descent in the full-range sweep (a noise floor), and the loss rises from "
-                f"{edge.lr:.3g}: the fit-start spacing below it"
-            )
-        return RetuneDecision(lr, lr, reason)
+            bounded, clamped = bound_change(edge.lr / distance, lr, max_change)
+            reason += f", and the loss rises from {edge.lr:.3g}: {distance:.3g}x below that"
+            return RetuneDecision(bounded, edge.lr / distance, reason, clamped)
+        return RetuneDecision(lr, lr, f"{reason}; down {FLAT_PHASE_DECAY:g}x")
     if suggested is None:
         return RetuneDecision(current_lr, None, "phase change: the full-range sweep gave no suggestion; kept")
     ratio = suggested / (current_lr if peak_lr is None else peak_lr)  # the new scale over the present one

@@ -13,6 +13,7 @@ from models import fit as seeded_fit
 
 from lightning_lrsweep import LRSweep
 from lightning_lrsweep.retune import (
+    DEFAULT_DISTANCE,
     FLAT_PHASE_DECAY,
     PHASE_MAX_CHANGE,
     anneal_factor,
@@ -129,13 +130,23 @@ def test_a_phase_sweep_without_a_clear_descent_is_not_read():
     assert batch.lr == 0.05 and batch.target is None
 
 
-def test_a_flat_phase_sweep_keeps_a_held_lr_the_fit_start_spacing_below_the_changed_models_edge():
+def test_a_flat_phase_sweep_keeps_a_held_lr_the_measured_spacing_below_the_changed_models_edge():
     flat = partial(phase_retune, 10.0, current_lr=0.05, peak_lr=None, clear_descent=False, distance=20.0)
     assert flat(edge=Edge(1.0, censored=False)).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # a high edge: 10x down
-    unstable = flat(edge=Edge(0.02, censored=False))  # the edge lies below the LR: 20x below it, past the 10x bound
-    assert unstable.lr == pytest.approx(0.001) and "the loss rises from 0.02" in unstable.reason
+    unstable = flat(edge=Edge(0.02, censored=False))  # the edge lies below the LR: 20x below it, past the 10x step
+    assert unstable.lr == pytest.approx(0.001) and "the loss rises from 0.02: 20x below that" in unstable.reason
+    assert not unstable.clamped
+    near = flat(edge=Edge(0.08, censored=False))  # above the LR, but 20x below it is still under the 10x step
+    assert near.lr == pytest.approx(0.004)
     assert flat(edge=Edge(0.02, censored=True)).lr == pytest.approx(0.05 / FLAT_PHASE_DECAY)  # only a lower bound
     assert flat(edge=Edge(0.02, censored=False), peak_lr=0.1).lr == 0.05  # a decay's scale stays
+
+
+def test_a_flat_phase_sweeps_edge_moves_the_lr_at_most_max_change_past_the_10x_step():
+    # an edge at the sweep's first LRs (the loss never settles) would otherwise send the LR towards min_lr
+    lowest = phase_retune(None, current_lr=0.05, peak_lr=None, clear_descent=False, edge=Edge(1e-7, False))
+    assert lowest.lr == pytest.approx(0.05 / (FLAT_PHASE_DECAY * PHASE_MAX_CHANGE)) and lowest.clamped
+    assert lowest.target == pytest.approx(1e-7 / DEFAULT_DISTANCE)
 
 
 def test_the_anneal_holds_for_the_first_half_then_follows_a_cosine_to_zero():
@@ -260,17 +271,22 @@ def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rul
 
 
 def flat_phase_lr(sweep: LRSweep, record) -> float:
-    """10x below the LR, or the fit-start spacing below the changed model's edge where that is lower."""
+    """10x below the LR, or the fit-start spacing below the changed model's edge where that is lower (<= 10x more).
+
+    The fit-start spacing: no phase sweep before ``record`` had a clear descent to measure another.
+    """
     fit_start = sweep.history[0]
     start_edge = stability_edge(fit_start.result.curve, fit_start.result.diverged)
     spacing = edge_distance(start_edge.lr if start_edge else None, fit_start.suggested_lr)
     edge = stability_edge(record.result.curve, record.result.diverged)
     assert edge is not None and not edge.censored  # the sweep blew up: its edge is measured, not a lower bound
-    return min(record.previous_lr / FLAT_PHASE_DECAY, edge.lr / spacing)
+    step = record.previous_lr / FLAT_PHASE_DECAY
+    return min(step, max(edge.lr / spacing, step / PHASE_MAX_CHANGE))
 
 
 def test_an_unfreeze_sweep_below_min_confidence_lowers_the_scale_instead_of_reading_the_curve():
-    sweep = unfreeze_fit(min_confidence=1.0)
+    with pytest.warns(UserWarning, match=r"clamped to .* \(100x, the most a phase change moves it\)"):
+        sweep = unfreeze_fit(min_confidence=1.0)  # the edge asks for more than 100x down
     unfreeze = sweep.history[2]
     assert unfreeze.result.confidence < 1.0  # the branch this test checks
     assert "no clear descent" in unfreeze.reason
