@@ -294,11 +294,7 @@ class LRSweep(Callback):
         epoch = trainer.current_epoch
         if not self._enabled or epoch in self._restored_retunes:  # resumed mid-epoch, after this epoch's re-tune
             return
-        changed = (
-            self.settings.retune_at_phase_change
-            and self.settings.retune_suggestion == "edge"
-            and self._changed(trainer) is not None
-        )
+        changed = self.settings.retune_at_phase_change and self._phase_change(trainer) is not None
         if self.should_retune(epoch) or changed:
             self._retune(trainer, pl_module)
 

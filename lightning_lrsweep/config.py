@@ -299,7 +299,8 @@ class CallbackConfig:
         'this is ``None``, the callable serves re-tunes too. With ``"edge"``, a re-tune under a decay (a '
         "scheduler, or ``anneal``) scales the decay, and a re-tune at a milestone or after layers were unfrozen "
         "or the accumulation changed sweeps the full range and reads it with ``suggestion`` (moving at most "
-        "10x; a sweep below ``min_confidence`` is not read); any other rule serves every re-tune as given.",
+        "10x; a sweep below ``min_confidence`` is not read, see there); any other rule serves every re-tune as "
+        "given.",
         Allowed(
             f"one of {['edge', *sorted(METHODS)]}, a callable, or None (the callable `suggestion`, else 'edge')",
             is_retune_rule,
@@ -347,7 +348,8 @@ class CallbackConfig:
         0.2,
         "a fit-start suggestion whose :attr:`SweepResult.confidence <lightning_lrsweep.SweepResult.confidence>` "
         "is below this warns; a phase-change re-tune's full-range sweep below it is not read (a held LR comes "
-        "down 10x at a milestone or unfreeze; a decay's scale, and the LR after an accumulation change, stay).",
+        "down 10x at a milestone or unfreeze, and up to 10x further to keep it the measured edge / LR spacing "
+        "below the sweep's stability edge; a decay's scale, and the LR after an accumulation change, stay).",
         Allowed("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1),
     )
     low_confidence: str = setting(
