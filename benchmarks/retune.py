@@ -19,6 +19,9 @@ its budget. Rows:
   low? Without a fit-start sweep they place the LR the default 10x below the edge
 * ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise; the same
   as ``LRSweep()``, which re-tunes at the unfreeze by itself (``retune_at_phase_change``)
+* ``milestone_low`` - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch], sweep_at_fit_start=False)`` on a
+  module whose LR is a third of the fit-start LR (a user's own LR, on the low side): the head is then not yet at
+  its noise floor at the unfreeze, and the unfreeze sweep often shows a clear descent that the fit-start rule reads
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
 
 The ``fs_fixed``, ``fs_fixed_low`` and ``fs_cosine`` rows train at the LR the fit-start sweep of ``LRSweep()`` picks
@@ -58,13 +61,16 @@ ROWS = (
     "anneal_low",
     "rt_low",
     "milestone",
+    "milestone_low",
     "grid",
 )
 PERIODIC = ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low")  # LRSweep(every_n_epochs=k)
-PACKAGE_ROWS = (*PERIODIC, "fs_onecycle", "milestone")  # rows that run the package: keyed by its source
+# rows that run the package: keyed by its source
+PACKAGE_ROWS = (*PERIODIC, "fs_onecycle", "milestone", "milestone_low")
 SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosine", "rt_onecycle": "onecycle"}
 TIE = {"classification": 0.25, "regression": 0.02}  # |Δ| <= 0.25 acc points, or MSE ratio within 2%, is a tie
 VERSION = 3
+FINETUNE_ROWS = ("milestone", "milestone_low", "grid")
 LOW = 3.0  # fs_fixed_low trains at the fit-start LR / LOW
 KNOWN_ERRORS = {
     "KeyError: 'initial_lr'": (
@@ -86,7 +92,7 @@ def every_n(task: Task, cfg: Config, budget: int = LONG) -> int:
 
 def rows_for(task: Task) -> tuple[str, ...]:
     finetune = task.unfreeze_at is not None
-    return tuple(r for r in ROWS if finetune or r not in ("milestone", "grid"))
+    return tuple(r for r in ROWS if finetune or r not in FINETUNE_ROWS)
 
 
 def _fit(task: Task, lr: float, seed: int, steps: int, schedule: str | None, sweep: Any = None) -> dict[str, Any]:
@@ -141,6 +147,9 @@ def run_row(task: Task, row: str, seed: int, steps: int, k: int, fs_lr: float | 
     if row in ("anneal_low", "rt_low"):
         bound = 1.0 if row == "anneal_low" else 2.0
         sweep = _sweep(cfg, every_n_epochs=k, sweep_at_fit_start=False, max_change=bound)
+        return _fit(task, fs_lr / LOW, seed, steps, None, sweep)
+    if row == "milestone_low":
+        sweep = _sweep(cfg, milestones=[task.unfreeze_at], sweep_at_fit_start=False)
         return _fit(task, fs_lr / LOW, seed, steps, None, sweep)
     if row == "fs_onecycle":
         return _fit(task, fs_lr or task.default_lr, seed, steps, schedule, _sweep(cfg))
@@ -225,7 +234,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                         "steps": steps,
                         "k": k if row in PERIODIC else None,
                         "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
-                        "low": LOW if row in ("fs_fixed_low", "anneal_low", "rt_low") else None,
+                        "low": LOW if row in ("fs_fixed_low", "anneal_low", "rt_low", "milestone_low") else None,
                         "package": fp if uses_package else None,
                         "sweep": [cfg.sweep_steps, cfg.min_lr, cfg.max_lr] if uses_package else None,
                         "v": VERSION,
@@ -283,6 +292,8 @@ COMPARISONS = (
     ("re-tune from ÷ 3 vs anneal from ÷ 3", "rt_low", "anneal_low"),
     ("milestone vs no re-tune", "milestone", "fs_fixed"),
     ("milestone vs best fixed LR", "milestone", "grid"),
+    ("milestone from ÷ 3 vs ÷ 3 + fixed", "milestone_low", "fs_fixed_low"),
+    ("milestone from ÷ 3 vs best fixed LR", "milestone_low", "grid"),
 )
 
 
@@ -348,7 +359,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     for name, r in res["tasks"].items():
         for b in res["budgets"]:
             rb = r[str(b)]
-            for row in ("retune", "rt_cosine", "rt_onecycle", "rt_low", "milestone"):
+            for row in ("retune", "rt_cosine", "rt_onecycle", "rt_low", "milestone", "milestone_low"):
                 runs = [x for x in rb["runs"].get(row, []) if x and "history" in x]
                 if not runs:
                     continue
@@ -366,7 +377,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
                         f"`{name}`",
                         f"{b}×",
                         f"`{row}`",
-                        f"k={rb['k']}" if row != "milestone" else "—",
+                        f"k={rb['k']}" if row in PERIODIC else "—",
                         f"{frac:.0%}",
                         "; ".join(moves),
                     ]

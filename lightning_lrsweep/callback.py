@@ -49,6 +49,7 @@ from lightning_lrsweep.retune import (
     UP_MARGIN,
     RetuneDecision,
     anneal_factor,
+    below_edge,
     bound_change,
     edge_distance,
     edge_retune,
@@ -564,17 +565,19 @@ class LRSweep(Callback):
     def _decide_phase(self, result: SweepResult, current: float, peak: float | None, phase: str) -> RetuneDecision:
         clear = result.confidence >= self.settings.min_confidence
         outcome = result.suggest()
-        if clear and outcome.lr is not None:
-            self._measure_distance(result, outcome.lr)
+        edge = stability_edge(result.curve, result.diverged)
+        spacing = self._spacing()
         decision = phase_retune(
             outcome.lr,
             current,
             peak,
             clear_descent=clear,
             batch_changed=phase == "accumulation changed",
-            edge=stability_edge(result.curve, result.diverged),
-            distance=self._spacing(),
+            edge=edge,
+            distance=spacing,
         )
+        if clear and outcome.lr is not None:  # this read is the last full-range one now: keep its spacing
+            self._measure_distance(result, below_edge(outcome.lr, edge, spacing))
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
     def _decide(self, result: SweepResult, current: float, peak: float | None, may_raise: bool) -> RetuneDecision:

@@ -21,7 +21,8 @@ the callback's own anneal only) holds the edge against the decay's peak, never a
 low LR late in a decay is no reason to raise it; a peak the model has outgrown is). A phase change (a
 milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
-when the sweep shows a clear descent. From trained weights it often shows none (the loss stays at its
+when the sweep shows a clear descent, and never closer to the changed model's stability edge than the
+measured edge / LR spacing (:func:`below_edge`). From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
 :data:`FLAT_PHASE_DECAY` instead — or to the measured edge / LR spacing below the changed model's stability
 edge, where that is lower (a head swept alone may tolerate a far higher LR than the network it joins); a decay's
@@ -231,6 +232,23 @@ def scale_retune(
     return RetuneDecision(current_lr, asked, "the schedule's scale is consistent; kept")
 
 
+def below_edge(lr: float, edge: Edge | None, distance: float) -> float:
+    """``lr``, lowered to ``distance`` below a located stability ``edge`` where it lies closer to it.
+
+    The spacing is the one measured at the last full-range read; a censored edge is only a lower bound and
+    lowers nothing.
+
+    Examples:
+        >>> below_edge(0.2, Edge(1.0, censored=False), distance=10.0)
+        0.1
+        >>> below_edge(0.05, Edge(1.0, censored=False), distance=10.0)
+        0.05
+    """
+    if edge is None or edge.censored:
+        return lr
+    return min(lr, edge.lr / distance)
+
+
 def phase_retune(
     suggested: float | None,
     current_lr: float,
@@ -243,12 +261,13 @@ def phase_retune(
 ) -> RetuneDecision:
     """Set the scale anew after a phase change: the fit-start rule's ``suggested`` LR becomes the peak.
 
-    The move is bounded by ``max_change``. A sweep without a clear descent gives no read: a held LR comes
-    down by :data:`FLAT_PHASE_DECAY`, and further where the changed model's stability ``edge`` lies less
-    than ``distance`` times above that: the LR is then placed ``distance`` below the edge (the edge is the
-    changed model's own measurement, the old LR one of another problem), at most ``max_change`` times past
-    the :data:`FLAT_PHASE_DECAY` step. A decay's scale is kept (the decay lowers the noise already), and so
-    is the LR when only the batch changed (a larger batch has less noise).
+    The read is placed no closer to the changed model's stability ``edge`` than ``distance`` (the edge is the
+    changed model's own measurement; after an unfreeze the rule's steepest-descent read sat 3-20x above the
+    best fixed LR on the benchmark's fine-tuning tune tasks), and the move is bounded by ``max_change``. A
+    sweep without a clear descent gives no read: a held LR comes down by :data:`FLAT_PHASE_DECAY`, and further
+    where the edge lies less than ``distance`` times above that (the old LR is one of another problem), at most
+    ``max_change`` times past the :data:`FLAT_PHASE_DECAY` step. A decay's scale is kept (the decay lowers the
+    noise already), and so is the LR when only the batch changed (a larger batch has less noise).
 
     Args:
         suggested: the fit-start rule's pick on a full-range sweep of the changed model (``None``: keep).
@@ -265,6 +284,9 @@ def phase_retune(
     Examples:
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=0.1).lr  # the peak goes from 0.1 to 0.3
         0.15
+        >>> near = Edge(1.0, censored=False)  # the changed model's loss rises from 1.0
+        >>> phase_retune(0.3, current_lr=0.05, peak_lr=None, edge=near, distance=10.0).lr  # 0.3 is too close
+        0.1
         >>> phase_retune(0.3, current_lr=0.05, peak_lr=None, clear_descent=False).lr  # noise floor: down 10x
         0.005
         >>> unstable = Edge(0.05, censored=False)  # the loss rises from 0.05, below the LR of 0.2
@@ -279,16 +301,20 @@ def phase_retune(
             )
         lr = current_lr / FLAT_PHASE_DECAY
         reason = "phase change: no clear descent in the full-range sweep (a noise floor)"
-        if edge is not None and not edge.censored and edge.lr / distance < lr:
-            bounded, clamped = bound_change(edge.lr / distance, lr, max_change)
+        target = below_edge(lr, edge, distance)
+        if edge is not None and target < lr:
+            bounded, clamped = bound_change(target, lr, max_change)
             reason += f", and the loss rises from {edge.lr:.3g}: {distance:.3g}x below that"
-            return RetuneDecision(bounded, edge.lr / distance, reason, clamped)
+            return RetuneDecision(bounded, target, reason, clamped)
         return RetuneDecision(lr, lr, f"{reason}; down {FLAT_PHASE_DECAY:g}x")
     if suggested is None:
         return RetuneDecision(current_lr, None, "phase change: the full-range sweep gave no suggestion; kept")
-    ratio = suggested / (current_lr if peak_lr is None else peak_lr)  # the new scale over the present one
+    scale = below_edge(suggested, edge, distance)
+    ratio = scale / (current_lr if peak_lr is None else peak_lr)  # the new scale over the present one
     factor, clamped = bound_change(ratio, 1.0, max_change)
     reason = "phase change: the fit-start rule on a full-range sweep of the changed model sets the scale"
+    if edge is not None and scale < suggested:
+        reason += f", {distance:.3g}x below the stability edge at {edge.lr:.3g} (it read {suggested:.3g})"
     return RetuneDecision(current_lr * factor, current_lr * ratio, reason, clamped)
 
 
