@@ -17,6 +17,7 @@ from lightning_lrsweep.retune import (
     FLAT_PHASE_DECAY,
     PHASE_MAX_CHANGE,
     anneal_factor,
+    below_edge,
     bound_change,
     edge_distance,
     edge_retune,
@@ -118,6 +119,19 @@ def test_phase_retune_sets_the_peak_within_its_wider_bound():
     far = phase_retune(10.0, current_lr=0.01, peak_lr=0.01)
     assert far.lr == pytest.approx(0.01 * PHASE_MAX_CHANGE) and far.clamped
     assert phase_retune(None, current_lr=0.01, peak_lr=None).lr == 0.01
+
+
+def test_a_clear_phase_read_is_placed_no_closer_to_the_changed_models_edge_than_the_spacing():
+    near = Edge(1.0, censored=False)
+    held = phase_retune(0.3, current_lr=0.05, peak_lr=None, edge=near, distance=10.0)
+    assert held.lr == pytest.approx(0.1) and "10x below the stability edge at 1" in held.reason
+    peak = phase_retune(0.3, current_lr=0.05, peak_lr=0.2, edge=near, distance=10.0)  # the read is the new peak
+    assert peak.lr == pytest.approx(0.05 * 0.1 / 0.2)
+    far = phase_retune(0.05, current_lr=0.01, peak_lr=None, edge=near, distance=10.0)  # 20x below the edge: read
+    assert far.lr == pytest.approx(0.05) and "stability edge" not in far.reason
+    censored = phase_retune(0.3, current_lr=0.05, peak_lr=None, edge=Edge(1.0, censored=True), distance=10.0)
+    assert censored.lr == pytest.approx(0.3)  # a censored edge is only a lower bound: it lowers nothing
+    assert below_edge(0.3, None, 10.0) == 0.3
 
 
 def test_a_phase_sweep_without_a_clear_descent_is_not_read():
@@ -264,10 +278,37 @@ def test_a_retune_after_an_unfreeze_sweeps_the_full_range_with_the_fit_start_rul
     assert sweep.history[1].reason and not is_full_range(sweep.history[1], sweep)  # nothing changed at epoch 1
     assert is_full_range(unfreeze, sweep) and len(unfreeze.result.lrs) > 10
     assert unfreeze.reason.startswith("layers unfrozen: phase change: the fit-start rule")
-    assert unfreeze.applied_lr / unfreeze.previous_lr == pytest.approx(
-        min(max(unfreeze.result.suggestion() / unfreeze.previous_lr, 1 / PHASE_MAX_CHANGE), PHASE_MAX_CHANGE)
-    )
+    assert unfreeze.applied_lr == pytest.approx(clear_phase_lr(unfreeze, fit_start_spacing(sweep)))
     assert not is_full_range(after, sweep)  # the next re-tune is periodic again: a window around the LR
+
+
+def fit_start_spacing(sweep: LRSweep) -> float:
+    fit_start = sweep.history[0]
+    edge = stability_edge(fit_start.result.curve, fit_start.result.diverged)
+    return edge_distance(edge.lr if edge else None, fit_start.suggested_lr)
+
+
+def clear_phase_lr(record, spacing: float) -> float:
+    """The fit-start rule's read, ``spacing`` below the changed model's edge at most, within 10x of the LR."""
+    edge = stability_edge(record.result.curve, record.result.diverged)
+    read = below_edge(record.result.suggestion(), edge, spacing)
+    return bound_change(read, record.previous_lr, PHASE_MAX_CHANGE)[0]
+
+
+def test_an_unfreeze_read_close_to_the_unfrozen_networks_edge_is_placed_the_spacing_below_it():
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    # the user's own LR, no fit-start sweep (the default spacing); at the unfreeze the head is not at its noise floor
+    sweep = LRSweep(num_steps=30, sweep_at_fit_start=False)
+    fit(partial(Backbone, lr=0.05), [BackboneFinetuning(unfreeze_backbone_at_epoch=2), sweep])
+    (unfreeze,) = sweep.history
+    assert unfreeze.result.confidence >= sweep.settings.min_confidence  # a clear descent: the curve is read
+    edge = stability_edge(unfreeze.result.curve, unfreeze.result.diverged)
+    assert edge is not None and not edge.censored
+    assert unfreeze.result.suggestion() > edge.lr / DEFAULT_DISTANCE  # the read lies closer to the edge than 10x
+    assert unfreeze.applied_lr == pytest.approx(clear_phase_lr(unfreeze, DEFAULT_DISTANCE))
+    assert unfreeze.applied_lr < unfreeze.result.suggestion()
+    assert "below the stability edge" in unfreeze.reason
 
 
 def flat_phase_lr(sweep: LRSweep, record) -> float:
@@ -275,9 +316,7 @@ def flat_phase_lr(sweep: LRSweep, record) -> float:
 
     The fit-start spacing: no phase sweep before ``record`` had a clear descent to measure another.
     """
-    fit_start = sweep.history[0]
-    start_edge = stability_edge(fit_start.result.curve, fit_start.result.diverged)
-    spacing = edge_distance(start_edge.lr if start_edge else None, fit_start.suggested_lr)
+    spacing = fit_start_spacing(sweep)
     edge = stability_edge(record.result.curve, record.result.diverged)
     assert edge is not None and not edge.censored  # the sweep blew up: its edge is measured, not a lower bound
     step = record.previous_lr / FLAT_PHASE_DECAY
