@@ -65,12 +65,12 @@ ROWS = (
     "grid",
 )
 PERIODIC = ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low")  # LRSweep(every_n_epochs=k)
+FINETUNE_ROWS = ("milestone", "milestone_low", "grid")  # fine-tuning tasks only
 # rows that run the package: keyed by its source
 PACKAGE_ROWS = (*PERIODIC, "fs_onecycle", "milestone", "milestone_low")
 SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosine", "rt_onecycle": "onecycle"}
 TIE = {"classification": 0.25, "regression": 0.02}  # |Δ| <= 0.25 acc points, or MSE ratio within 2%, is a tie
 VERSION = 3
-FINETUNE_ROWS = ("milestone", "milestone_low", "grid")
 LOW = 3.0  # fs_fixed_low trains at the fit-start LR / LOW
 KNOWN_ERRORS = {
     "KeyError: 'initial_lr'": (
