@@ -20,8 +20,8 @@ its budget. Rows:
 * ``milestone``   - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch])``, constant LR otherwise; the same
   as ``LRSweep()``, which re-tunes at the unfreeze by itself (``retune_at_phase_change``)
 * ``milestone_low`` - fine-tuning tasks: ``LRSweep(milestones=[unfreeze epoch], sweep_at_fit_start=False)`` on a
-  module whose LR is a third of the fit-start LR (a user's own LR, on the low side): the head is then not yet at
-  its noise floor at the unfreeze, and the unfreeze sweep often shows a clear descent that the fit-start rule reads
+  module whose LR is a third of the fit-start LR (a user's own LR, on the low side): the head may then not yet be
+  at its noise floor at the unfreeze, and on some seeds the unfreeze sweep shows a clear descent that is read
 * ``grid``        - fine-tuning tasks: the best constant LR of the task's grid (mean over the oracle seeds)
 
 The ``fs_fixed``, ``fs_fixed_low`` and ``fs_cosine`` rows train at the LR the fit-start sweep of ``LRSweep()`` picks
@@ -66,6 +66,8 @@ ROWS = (
 )
 PERIODIC = ("retune", "rt_cosine", "rt_onecycle", "anneal_low", "rt_low")  # LRSweep(every_n_epochs=k)
 FINETUNE_ROWS = ("milestone", "milestone_low", "grid")  # fine-tuning tasks only
+LOW_ROWS = ("fs_fixed_low", "anneal_low", "rt_low", "milestone_low")  # start from the fit-start LR / LOW
+HISTORY_ROWS = ("retune", "rt_cosine", "rt_onecycle", "rt_low", "milestone", "milestone_low")  # re-tune moves shown
 # rows that run the package: keyed by its source
 PACKAGE_ROWS = (*PERIODIC, "fs_onecycle", "milestone", "milestone_low")
 SCHEDULE = {"fs_cosine": "cosine", "fs_onecycle": "onecycle", "rt_cosine": "cosine", "rt_onecycle": "onecycle"}
@@ -234,7 +236,7 @@ def run(cache: RunCache, tasks: list[Task], cfg: Config, log=print) -> dict[str,
                         "steps": steps,
                         "k": k if row in PERIODIC else None,
                         "lr": _key_lr(fs_lr if row.startswith("fs_") else lr) if not uses_package else None,
-                        "low": LOW if row in ("fs_fixed_low", "anneal_low", "rt_low", "milestone_low") else None,
+                        "low": LOW if row in LOW_ROWS else None,
                         "package": fp if uses_package else None,
                         "sweep": [cfg.sweep_steps, cfg.min_lr, cfg.max_lr] if uses_package else None,
                         "v": VERSION,
@@ -359,7 +361,7 @@ def render(res: dict[str, Any], fig_dir: Any = None, rel_fig: str = "figures") -
     for name, r in res["tasks"].items():
         for b in res["budgets"]:
             rb = r[str(b)]
-            for row in ("retune", "rt_cosine", "rt_onecycle", "rt_low", "milestone", "milestone_low"):
+            for row in HISTORY_ROWS:
                 runs = [x for x in rb["runs"].get(row, []) if x and "history" in x]
                 if not runs:
                     continue

@@ -49,7 +49,6 @@ from lightning_lrsweep.retune import (
     UP_MARGIN,
     RetuneDecision,
     anneal_factor,
-    below_edge,
     bound_change,
     edge_distance,
     edge_retune,
@@ -576,8 +575,9 @@ class LRSweep(Callback):
             edge=edge,
             distance=spacing,
         )
-        if clear and outcome.lr is not None:  # this read is the last full-range one now: keep its spacing
-            self._measure_distance(result, below_edge(outcome.lr, edge, spacing))
+        if clear and outcome.lr is not None and edge is not None and not edge.censored:
+            # the last full-range read now: its spacing, never below the one its LR was capped at
+            self._distance = max(spacing, edge_distance(edge.lr, outcome.lr))
         return decision._replace(reason=f"{phase}: {decision.reason}")
 
     def _decide(self, result: SweepResult, current: float, peak: float | None, may_raise: bool) -> RetuneDecision:

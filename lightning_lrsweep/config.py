@@ -298,8 +298,8 @@ class CallbackConfig:
         ":mod:`lightning_lrsweep.retune`), a method name, or a callable. When ``suggestion`` is a callable and "
         'this is ``None``, the callable serves re-tunes too. With ``"edge"``, a re-tune under a decay (a '
         "scheduler, or ``anneal``) scales the decay, and a re-tune at a milestone or after layers were unfrozen "
-        "or the accumulation changed sweeps the full range and reads it with ``suggestion`` (no closer to the "
-        "changed model's stability edge than the measured edge / LR spacing, moving at most 10x; a sweep below "
+        "or the accumulation changed sweeps the full range and reads it with ``suggestion`` (capped at the changed "
+        "model's located stability edge / the measured edge-to-LR spacing, then moving at most 10x; a sweep below "
         "``min_confidence`` is not read, see there); any other rule serves every re-tune as given.",
         Allowed(
             f"one of {['edge', *sorted(METHODS)]}, a callable, or None (the callable `suggestion`, else 'edge')",

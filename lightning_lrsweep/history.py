@@ -30,7 +30,8 @@ class SweepRecord:
         previous_lr: the reference group's LR before the sweep, on the scale the sweep measured: at fit start
             the base LR (the LR attribute), at a re-tune the optimizer's current LR, which a scheduler may
             have moved away from the base LR.
-        suggested_lr: what the rule asked for, before any bound (``None`` when it had no answer).
+        suggested_lr: what the rule asked for, before any bound on the move (``None`` when it had no answer);
+            a phase read's already lies the measured spacing below the changed model's stability edge.
         applied_lr: the LR the sweep moved to, on the same scale as ``previous_lr``: what the optimizer
             trained with right after a re-tune (``None`` when nothing was applied).
         reason: why the LR was applied, clamped or kept.

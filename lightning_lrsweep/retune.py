@@ -21,7 +21,7 @@ the callback's own anneal only) holds the edge against the decay's peak, never a
 low LR late in a decay is no reason to raise it; a peak the model has outgrown is). A phase change (a
 milestone, layers unfrozen, a new batch size) is a new problem: a full-range sweep read with
 the fit-start rule sets the scale anew, within the wider :data:`PHASE_MAX_CHANGE` (:func:`phase_retune`) —
-when the sweep shows a clear descent, and never closer to the changed model's stability edge than the
+when the sweep shows a clear descent, its read capped at the changed model's located stability edge ÷ the
 measured edge / LR spacing (:func:`below_edge`). From trained weights it often shows none (the loss stays at its
 noise floor up to the blow-up), and then the fit-start rule reads noise: a held LR comes down by
 :data:`FLAT_PHASE_DECAY` instead — or to the measured edge / LR spacing below the changed model's stability
@@ -302,7 +302,7 @@ def phase_retune(
         lr = current_lr / FLAT_PHASE_DECAY
         reason = "phase change: no clear descent in the full-range sweep (a noise floor)"
         target = below_edge(lr, edge, distance)
-        if edge is not None and target < lr:
+        if edge is not None and target < lr:  # (below the LR only where an edge was located)
             bounded, clamped = bound_change(target, lr, max_change)
             reason += f", and the loss rises from {edge.lr:.3g}: {distance:.3g}x below that"
             return RetuneDecision(bounded, target, reason, clamped)
@@ -313,7 +313,7 @@ def phase_retune(
     ratio = scale / (current_lr if peak_lr is None else peak_lr)  # the new scale over the present one
     factor, clamped = bound_change(ratio, 1.0, max_change)
     reason = "phase change: the fit-start rule on a full-range sweep of the changed model sets the scale"
-    if edge is not None and scale < suggested:
+    if edge is not None and scale < suggested:  # (capped only where an edge was located)
         reason += f", {distance:.3g}x below the stability edge at {edge.lr:.3g} (it read {suggested:.3g})"
     return RetuneDecision(current_lr * factor, current_lr * ratio, reason, clamped)
 

@@ -309,6 +309,8 @@ def test_an_unfreeze_read_close_to_the_unfrozen_networks_edge_is_placed_the_spac
     assert unfreeze.applied_lr == pytest.approx(clear_phase_lr(unfreeze, DEFAULT_DISTANCE))
     assert unfreeze.applied_lr < unfreeze.result.suggestion()
     assert "below the stability edge" in unfreeze.reason
+    # later re-tunes keep the spacing the LR was capped at, not the closer one of the uncapped read
+    assert sweep._spacing() == pytest.approx(DEFAULT_DISTANCE)
 
 
 def flat_phase_lr(sweep: LRSweep, record) -> float:
