@@ -31,7 +31,7 @@ class SweepRecord:
             the base LR (the LR attribute), at a re-tune the optimizer's current LR, which a scheduler may
             have moved away from the base LR.
         suggested_lr: what the rule asked for, before any bound on the move (``None`` when it had no answer);
-            a phase read's already lies the measured spacing below the changed model's stability edge.
+            a phase read's is already capped at the changed model's stability edge ÷ the measured spacing.
         applied_lr: the LR the sweep moved to, on the same scale as ``previous_lr``: what the optimizer
             trained with right after a re-tune (``None`` when nothing was applied).
         reason: why the LR was applied, clamped or kept.

@@ -11,8 +11,8 @@ every move:
 - down, when at LRs below the current one the loss falls clearly below the level the sweep started
   from (the *annealing dip*: by more than its noise and 2%): training is then limited by gradient
   noise, which a lower LR reduces — the signal a step decay acts on;
-- up, when the edge lies so far above the current LR that the fit-start spacing between edge and
-  LR, kept from the fit-start sweep, would put the LR more than ``up_margin`` times higher;
+- up, when the edge lies so far above the current LR that the measured spacing between edge and
+  LR (the fit-start sweep's, or a later clear phase read's) would put the LR more than ``up_margin`` times higher;
 - otherwise it keeps the current LR.
 
 Under a decaying LR — a scheduler, or the callback's own anneal — a re-tune judges the decay's
@@ -138,7 +138,8 @@ def edge_retune(
     Args:
         curve: the re-tune sweep, around ``current_lr``.
         current_lr: the LR training runs at now.
-        distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
+        distance: the measured edge / LR spacing: the fit-start sweep's, or a later clear phase read's (see
+            :func:`edge_distance`).
         max_change: the largest factor one re-tune may move the LR by.
         up_margin: how much higher the target must be before the LR goes up.
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
@@ -182,7 +183,7 @@ def scale_retune(
     """Decide how to scale a decaying LR (a scheduler's, or the anneal's) after a mid-training sweep.
 
     Down, by the edge rule, when the loss already rises clearly below the LR training runs at now (the
-    decay has not kept training stable). Up when the edge, at the fit-start spacing, would put the *peak*
+    decay has not kept training stable). Up when the edge, at the measured spacing, would put the *peak*
     more than ``up_margin`` times higher: the scale is too low for what the model now tolerates (a
     fit-start pick on the low side makes a decay train at a fraction of an already low LR). Never up
     because the decay has gone low: an edge far above a decayed LR but not above the peak is what a decay
@@ -196,7 +197,8 @@ def scale_retune(
         curve: the re-tune sweep, around ``current_lr``.
         current_lr: the (scheduled) LR training runs at now.
         peak_lr: the schedule's scale: its base or peak LR, on the same scale as ``current_lr``.
-        distance: edge / LR spacing measured at fit start (see :func:`edge_distance`).
+        distance: the measured edge / LR spacing: the fit-start sweep's, or a later clear phase read's (see
+            :func:`edge_distance`).
         max_change: the largest factor one re-tune may scale the schedule by.
         diverged: whether the sweep ended on a blow-up (else an edge at its last points is only a lower bound).
         down_margin: how far below the current LR the edge must lie before the scale goes down.
@@ -223,7 +225,7 @@ def scale_retune(
     )
     if down is not None:
         return down
-    asked = current_lr * target / peak_lr  # the LR now, were the peak at the edge's fit-start spacing
+    asked = current_lr * target / peak_lr  # the LR now, were the peak at the measured spacing below the edge
     if target > peak_lr * up_margin:
         factor, clamped = bound_change(target / peak_lr, 1.0, max_change)
         where = "beyond the sweep's end" if edge.censored else f"at {edge.lr:.3g}"
