@@ -294,6 +294,7 @@ COMPARISONS = (
     ("re-tune from ÷ 3 vs anneal from ÷ 3", "rt_low", "anneal_low"),
     ("milestone vs no re-tune", "milestone", "fs_fixed"),
     ("milestone vs best fixed LR", "milestone", "grid"),
+    ("re-tune vs best fixed LR", "retune", "grid"),
     ("milestone from ÷ 3 vs ÷ 3 + fixed", "milestone_low", "fs_fixed_low"),
     ("milestone from ÷ 3 vs best fixed LR", "milestone_low", "grid"),
 )
