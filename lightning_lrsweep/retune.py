@@ -59,8 +59,8 @@ ANNEAL_HOLD = 0.5
 A cosine from the first step trains most of the run below the fit-start LR, which costs progress where the
 pick is on the low side (the default rule picks low by design); holding first keeps that progress, and the
 decay over the second half still lowers the gradient noise at the end. Chosen on the benchmark's tune tasks
-against holds of 0, 1/4, 3/8 and 3/4: a shorter hold lost more to a cosine from the first step on the worst tune
-task, where the unfreeze then falls in the decay (see docs/retuning.md).
+against holds of 0, 1/4, 3/8 and 3/4: a shorter hold lost more to a cosine from the first step on the tune task
+where the half trails it most (see docs/retuning.md).
 """
 
 FLAT_PHASE_DECAY = 10.0
